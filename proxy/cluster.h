@@ -1,0 +1,63 @@
+/* cluster.h - upstream endpoints: immutable, reference-counted endpoint sets
+ * built from a cluster's config (literal addresses at once, DNS names through
+ * evdns every dns_refresh), and the per-worker slot each endpoint carries
+ * (active requests for least_request, idle keep-alive connections).
+ *
+ * An endpoint object is shared by every set that contains its address, so a
+ * DNS refresh that returns the same addresses keeps the same objects and their
+ * idle connections. When an address disappears the endpoint is marked retired:
+ * no new request picks it, in-flight requests finish (drained, not cut), and
+ * connections to it are closed instead of being pooled. */
+#ifndef VEER_CLUSTER_H
+#define VEER_CLUSTER_H
+
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#include "config.h"
+
+struct veer_upconn_s;
+
+/* Per-worker state of one endpoint; touched only by its worker. */
+typedef struct veer_endpoint_slot_s {
+    struct veer_upconn_s *idle_head; /* idle keep-alive connections, LIFO */
+    uint32_t idle_count;
+    uint32_t active_requests;
+    uint32_t connections;
+} __attribute__((aligned(64))) veer_endpoint_slot_t;
+
+typedef struct veer_endpoint_s {
+    atomic_uint refs;
+    atomic_bool retired;
+    uint32_t id;                 /* unique in the process */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char name[64];               /* "10.0.0.7:8080" or "[::1]:8080" */
+    char *host;                  /* configured host (for Host/SNI), owned */
+    veer_endpoint_slot_t *slots; /* [worker_count] */
+} veer_endpoint_t;
+
+typedef struct veer_endpoint_set_s {
+    atomic_uint refs;
+    size_t count;
+    veer_endpoint_t *endpoints[];
+} veer_endpoint_set_t;
+
+veer_endpoint_t *veer_endpoint_new(const struct sockaddr *sa, socklen_t len, const char *host, uint32_t worker_count);
+void veer_endpoint_ref(veer_endpoint_t *ep);
+void veer_endpoint_unref(veer_endpoint_t *ep);
+
+veer_endpoint_set_t *veer_endpoint_set_new(size_t count);
+void veer_endpoint_set_ref(veer_endpoint_set_t *set);
+void veer_endpoint_set_unref(veer_endpoint_set_t *set);
+
+/* Format an address as "1.2.3.4:80" / "[::1]:80". */
+void veer_sockaddr_format(const struct sockaddr *sa, char *out, size_t outlen);
+
+/* Pick an endpoint for a new request (worker-local counts; least_request is
+ * power of two choices on active_requests). rr is the worker's round-robin
+ * cursor for this cluster. Skips retired endpoints. NULL when none. */
+veer_endpoint_t *veer_lb_pick(const veer_endpoint_set_t *set, veer_lb_t lb, uint32_t worker,
+                              uint32_t *rr, uint32_t random);
+
+#endif

@@ -1,0 +1,257 @@
+/* config.h - veer's configuration model: the parsed, validated, immutable form
+ * of the JSON config file (see ../shared/SPEC.md and config/README.md).
+ *
+ * A veer_config_t is built once by veer_config_load()/veer_config_parse(), never
+ * modified afterwards, and shared read-only by every worker through a runtime
+ * snapshot (runtime.h). All strings are NUL-terminated heap copies owned by the
+ * config; veer_config_free() releases everything. Durations are milliseconds.
+ * Cluster references inside routes are resolved to indexes into clusters[]. */
+#ifndef VEER_CONFIG_H
+#define VEER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+typedef struct cJSON cJSON;
+
+#define VEER_CONFIG_MAX_ERRORS 64
+
+/* A collected list of user-facing errors, each "json.path: message". */
+typedef struct veer_config_errors_s {
+    size_t count;
+    char *messages[VEER_CONFIG_MAX_ERRORS];
+    size_t dropped; /* errors beyond VEER_CONFIG_MAX_ERRORS */
+} veer_config_errors_t;
+
+typedef struct veer_tls_listener_config_s {
+    char *cert;       /* PEM path */
+    char *key;        /* PEM path */
+    char **alpn;      /* e.g. "h2", "http/1.1" */
+    size_t alpn_count;
+    char *client_ca;  /* NULL: no client certificate required */
+} veer_tls_listener_config_t;
+
+typedef struct veer_listener_config_s {
+    char *name;
+    char *address; /* as written: "0.0.0.0:8080", "[::1]:8080" */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    veer_tls_listener_config_t *tls; /* NULL for plain */
+} veer_listener_config_t;
+
+typedef struct veer_admin_config_s {
+    char *address; /* default "127.0.0.1:9901" */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char *token_file;   /* NULL: no auth */
+    bool protect_reads; /* default false */
+} veer_admin_config_t;
+
+typedef struct veer_limits_config_s {
+    uint64_t max_header_bytes;     /* default 65536 */
+    uint64_t max_body_bytes;       /* default 16777216; 0 = unlimited */
+    uint64_t idle_timeout_ms;      /* default 60s */
+    uint64_t drain_timeout_ms;     /* default 30s */
+    uint64_t header_timeout_ms;    /* default 10s: time to receive a whole request head */
+    uint64_t max_connections;      /* default 10000: downstream connections per process */
+    uint64_t buffer_bytes;         /* default 65536: per-direction high watermark */
+    uint64_t max_idle_upstream;    /* default 64: idle keep-alive connections per endpoint per worker */
+    uint64_t max_pipelined;        /* default 16: queued pipelined requests per connection */
+} veer_limits_config_t;
+
+typedef enum { VEER_ACCESS_LOG_JSON = 0 } veer_access_log_format_t;
+
+typedef struct veer_access_log_config_s {
+    char *path; /* NULL: none, "-": stdout, else a file */
+    veer_access_log_format_t format;
+} veer_access_log_config_t;
+
+typedef enum {
+    VEER_PROTO_HTTP1 = 0,
+    VEER_PROTO_H2C = 1,
+    VEER_PROTO_H2 = 2,
+} veer_upstream_proto_t;
+
+typedef enum {
+    VEER_LB_LEAST_REQUEST = 0, /* default; power of two choices */
+    VEER_LB_ROUND_ROBIN = 1,
+} veer_lb_t;
+
+typedef struct veer_endpoint_config_s {
+    char *host;      /* name or literal address, without brackets */
+    uint16_t port;
+    bool is_literal; /* host is an IPv4/IPv6 literal: no DNS */
+} veer_endpoint_config_t;
+
+typedef struct veer_tls_cluster_config_s {
+    char *ca;          /* CA bundle path; NULL: system default */
+    char *sni;         /* NULL: endpoint host */
+    char *cert, *key;  /* client certificate for mTLS; both or neither */
+    bool insecure_skip_verify;
+} veer_tls_cluster_config_t;
+
+typedef struct veer_health_check_config_s {
+    char *path;
+    uint64_t interval_ms, timeout_ms;
+    uint32_t healthy_threshold, unhealthy_threshold;
+} veer_health_check_config_t;
+
+typedef struct veer_outlier_config_s {
+    uint32_t consecutive_5xx;              /* default 5 */
+    uint32_t consecutive_gateway_failure;  /* default 5 */
+    uint64_t interval_ms;                  /* default 10s */
+    uint64_t base_ejection_time_ms;        /* default 30s */
+    uint64_t max_ejection_time_ms;         /* default 300s */
+    uint32_t max_ejection_percent;         /* default 10, like Envoy */
+    uint32_t success_rate_minimum_hosts;   /* default 5 */
+    uint32_t success_rate_request_volume;  /* default 100 */
+    double success_rate_stdev_factor;      /* default 1.9 */
+} veer_outlier_config_t;
+
+typedef struct veer_breaker_config_s {
+    uint32_t max_connections, max_pending_requests, max_requests, max_retries;
+} veer_breaker_config_t;
+
+typedef struct veer_cluster_config_s {
+    char *name;
+    veer_endpoint_config_t *endpoints;
+    size_t endpoint_count;
+    uint64_t dns_refresh_ms;    /* default 5s */
+    veer_upstream_proto_t protocol;
+    veer_lb_t lb;
+    uint64_t connect_timeout_ms; /* default 1s */
+    veer_tls_cluster_config_t *tls;            /* NULL: plain */
+    veer_health_check_config_t *health_check;  /* NULL: none */
+    veer_outlier_config_t *outlier_detection;  /* NULL: none */
+    veer_breaker_config_t circuit_breakers;    /* always set: defaults 1024/1024/1024/3 */
+} veer_cluster_config_t;
+
+typedef enum {
+    VEER_HDR_MATCH_EXACT = 0,
+    VEER_HDR_MATCH_PREFIX = 1,
+    VEER_HDR_MATCH_PRESENT = 2,
+} veer_header_match_kind_t;
+
+typedef struct veer_header_match_s {
+    char *name;    /* lower-cased */
+    size_t name_len;
+    veer_header_match_kind_t kind;
+    char *value;   /* NULL for PRESENT */
+    size_t value_len;
+} veer_header_match_t;
+
+typedef struct veer_route_match_s {
+    char *host;        /* NULL: any; compared case-insensitively, port ignored */
+    char *path_prefix; /* NULL: any */
+    char *path_exact;  /* NULL: any ("path" key) */
+    char *method;      /* NULL: any; upper-case */
+    veer_header_match_t *headers;
+    size_t header_count;
+} veer_route_match_t;
+
+typedef struct veer_split_s {
+    int cluster;     /* index into config->clusters */
+    uint32_t weight; /* relative, 0..1000000 */
+} veer_split_t;
+
+typedef enum { VEER_KEY_HEADER = 0, VEER_KEY_COOKIE = 1, VEER_KEY_CLIENT_ADDR = 2 } veer_key_kind_t;
+
+typedef struct veer_override_s {
+    veer_key_kind_t kind; /* HEADER or COOKIE */
+    char *name;           /* header names lower-cased */
+    size_t name_len;
+    char *equals;
+    size_t equals_len;
+    int cluster;
+} veer_override_t;
+
+typedef struct veer_sticky_s {
+    bool enabled;
+    veer_key_kind_t kind; /* HEADER, COOKIE or CLIENT_ADDR ({"client_address": true}) */
+    char *name;
+    size_t name_len;
+} veer_sticky_t;
+
+typedef struct veer_retry_config_s {
+    uint32_t attempts;       /* total tries, default 1 (no retry) */
+    uint32_t on;             /* VEER_RETRY_ON_* bits */
+    uint64_t per_try_timeout_ms; /* 0: none */
+    uint32_t budget_percent; /* default 20 */
+} veer_retry_config_t;
+
+#define VEER_RETRY_ON_CONNECT_FAILURE (1u << 0)
+#define VEER_RETRY_ON_RESET           (1u << 1)
+#define VEER_RETRY_ON_REFUSED_STREAM  (1u << 2)
+#define VEER_RETRY_ON_5XX             (1u << 3)
+#define VEER_RETRY_ON_GATEWAY_ERROR   (1u << 4)
+#define VEER_RETRY_ON_503             (1u << 5)
+#define VEER_RETRY_ON_TIMEOUT         (1u << 6)
+
+typedef enum {
+    VEER_CANARY_PROGRESSIVE = 0,
+    VEER_CANARY_BLUE_GREEN = 1,
+    VEER_CANARY_AB = 2,
+} veer_canary_mode_t;
+
+typedef struct veer_canary_config_s {
+    int stable, canary; /* cluster indexes */
+    veer_canary_mode_t mode;
+    uint64_t interval_ms;
+    uint32_t step_weight, max_weight, threshold, min_requests;
+    double success_rate_min;     /* percent */
+    uint64_t p99_max_ms;
+    bool compare_to_stable;
+    char *webhook_promoted, *webhook_rolled_back; /* NULL: none */
+} veer_canary_config_t;
+
+typedef struct veer_route_config_s {
+    char *name;
+    veer_route_match_t match;
+    veer_split_t *split;
+    size_t split_count;
+    veer_override_t *overrides;
+    size_t override_count;
+    veer_sticky_t sticky;
+    uint64_t timeout_ms;       /* default 15s; 0 = none */
+    veer_retry_config_t retry;
+    veer_canary_config_t *canary; /* NULL: none */
+} veer_route_config_t;
+
+typedef struct veer_config_s {
+    char *path;        /* file it came from, NULL when parsed from a string */
+    uint32_t workers;  /* resolved: 0 in the file means one per CPU */
+    veer_listener_config_t *listeners;
+    size_t listener_count;
+    veer_admin_config_t admin;
+    char *state_file;  /* NULL: no persistence */
+    veer_access_log_config_t access_log;
+    veer_limits_config_t limits;
+    veer_cluster_config_t *clusters;
+    size_t cluster_count;
+    veer_route_config_t *routes;
+    size_t route_count;
+    cJSON *json;       /* the document as loaded (for GET /v1/config) */
+} veer_config_t;
+
+/* Parse a duration such as "250ms", "30s", "5m", "1h", "1500us" (rounded up to
+ * whole ms), "0s". Returns 0 and sets *out_ms, or -1 on malformed input. */
+int veer_duration_parse(const char *text, uint64_t *out_ms);
+
+/* Parse "host:port", "[v6]:port" or "1.2.3.4:port" into a sockaddr (literal
+ * addresses only). Returns 0 or -1. */
+int veer_sockaddr_parse(const char *text, struct sockaddr_storage *out, socklen_t *outlen);
+
+/* Parse and validate. On any error returns NULL and fills errs with every
+ * error found (each with its JSON path, e.g. `routes[2].split[1].cluster:
+ * unknown cluster "gren"`). The caller frees errs with veer_config_errors_clear. */
+veer_config_t *veer_config_parse(const char *json_text, size_t len, veer_config_errors_t *errs);
+veer_config_t *veer_config_load(const char *path, veer_config_errors_t *errs);
+void veer_config_free(veer_config_t *cfg);
+void veer_config_errors_clear(veer_config_errors_t *errs);
+
+int veer_config_cluster_index(const veer_config_t *cfg, const char *name);
+int veer_config_route_index(const veer_config_t *cfg, const char *name);
+
+#endif

@@ -1,0 +1,30 @@
+/* headers.h - header field rules for forwarding (RFC 9110 §7.6.1, RFC 9112):
+ * which fields are hop-by-hop, which bytes are legal, and the sanitizer that
+ * turns a received header list into the list forwarded to the other side.
+ * Pure functions: unit-tested in tests/unit/test_headers.c. */
+#ifndef VEER_HEADERS_H
+#define VEER_HEADERS_H
+
+#include "http.h"
+
+/* True for Connection, Keep-Alive, Proxy-Connection, TE, Transfer-Encoding,
+ * Upgrade (and Proxy-Authenticate/Proxy-Authorization are NOT hop-by-hop here:
+ * they are forwarded). name is compared case-insensitively. */
+bool veer_header_is_hop_by_hop(veer_iov_t name);
+
+/* RFC 9110 field-name token characters only, non-empty. */
+bool veer_header_name_valid(veer_iov_t name);
+
+/* No NUL, CR or LF, and no other control character except HTAB. */
+bool veer_header_value_valid(veer_iov_t value);
+
+/* Remove, in place and keeping order, every hop-by-hop field and every field
+ * named by a Connection header's comma-separated tokens (case-insensitive).
+ * Returns the new count. Sets *te_trailers when a TE header lists "trailers"
+ * (HTTP/2 needs to know). */
+size_t veer_headers_strip_hop_by_hop(veer_header_t *headers, size_t count, bool *te_trailers);
+
+/* Case-insensitive compare of a header name with a lower-case literal. */
+bool veer_header_name_is(veer_iov_t name, const char *lower, size_t len);
+
+#endif

@@ -1,0 +1,74 @@
+/* runtime.h - what every worker reads on the request path: an immutable,
+ * reference-counted snapshot of (config, runtime weights per route, endpoint
+ * set per cluster, weights generation). Any change (weights through the admin
+ * API, a reload, a DNS refresh) builds a new snapshot and publishes it; a
+ * worker notices the new version at the start of its next request and swaps.
+ * Requests in flight keep the snapshot they started with, so no request ever
+ * sees a half-applied change.
+ *
+ * All mutating calls are made from the main thread (admin, signals, DNS);
+ * veer_runtime_acquire() may be called from any thread. */
+#ifndef VEER_RUNTIME_H
+#define VEER_RUNTIME_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "cluster.h"
+#include "config.h"
+
+typedef struct veer_route_weights_s {
+    veer_split_t *split; /* runtime order: config order, clusters added later at the end */
+    size_t count;
+} veer_route_weights_t;
+
+typedef struct veer_snapshot_s {
+    atomic_uint refs;
+    uint64_t version;            /* internal: bumps on every publish */
+    uint64_t generation;         /* user-visible weights generation */
+    veer_config_t *config;       /* shared between snapshots; freed with the last one */
+    atomic_uint *config_refs;
+    veer_route_weights_t *routes;          /* [config->route_count] */
+    veer_endpoint_set_t **cluster_endpoints; /* [config->cluster_count] */
+} veer_snapshot_t;
+
+typedef struct veer_runtime_s {
+    pthread_mutex_t lock;
+    veer_snapshot_t *current;    /* guarded by lock */
+    atomic_uint_fast64_t version; /* == current->version; read lock-free */
+    uint32_t worker_count;
+} veer_runtime_t;
+
+enum {
+    VEER_RT_OK = 0,
+    VEER_RT_EINVAL = -1,   /* 400: unknown route/cluster, negative or all-zero weights */
+    VEER_RT_ESTALE = -2,   /* 409: if_generation is not the current generation */
+    VEER_RT_ELOCKED = -3,  /* 423: a canary run owns the route */
+    VEER_RT_ESTATE = -4,   /* 500: the state file could not be written */
+};
+
+int veer_runtime_init(veer_runtime_t *rt, veer_config_t *cfg, uint32_t worker_count);
+void veer_runtime_destroy(veer_runtime_t *rt);
+
+/* Take a reference to the current snapshot (thread-safe). */
+veer_snapshot_t *veer_runtime_acquire(veer_runtime_t *rt);
+void veer_snapshot_release(veer_snapshot_t *snap);
+
+/* Replace a route's weights. names/weights: n pairs (cluster names).
+ * Clusters of the route not named keep their weight. if_generation 0 means
+ * "don't check". On success the state file is written before returning and
+ * *new_generation is set. err gets a user-facing message on failure. */
+int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *const *names,
+                             const int64_t *weights, size_t n, uint64_t if_generation,
+                             uint64_t *new_generation, char *err, size_t errlen);
+
+/* Swap in a new config (already validated). Runtime weights of a route are
+ * kept when the route's split in the new file equals the old file's split;
+ * otherwise the file wins. Takes ownership of cfg. */
+int veer_runtime_reload(veer_runtime_t *rt, veer_config_t *cfg, char *err, size_t errlen);
+
+/* Publish a new endpoint set for cluster `name` (from DNS). Takes the
+ * caller's reference on set. */
+void veer_runtime_set_endpoints(veer_runtime_t *rt, const char *cluster, veer_endpoint_set_t *set);
+
+#endif
