@@ -1,1 +1,442 @@
-/* placeholder: being written */
+/* runtime.c - building and publishing runtime snapshots (see runtime.h).
+ * A snapshot is never modified after publication: every change clones the
+ * current one, edits the clone and swaps it in under the lock. Endpoint
+ * objects are reused across snapshots when the address is unchanged, so pooled
+ * connections survive DNS refreshes and reloads. */
+#include "runtime.h"
+
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "state.h"
+
+static void snapshot_free(veer_snapshot_t *snap)
+{
+    if (snap->routes != NULL) {
+        for (size_t i = 0; i < snap->config->route_count; i++)
+            free(snap->routes[i].split);
+        free(snap->routes);
+    }
+    if (snap->cluster_endpoints != NULL) {
+        for (size_t i = 0; i < snap->config->cluster_count; i++)
+            veer_endpoint_set_unref(snap->cluster_endpoints[i]);
+        free(snap->cluster_endpoints);
+    }
+    if (atomic_fetch_sub_explicit(snap->config_refs, 1, memory_order_acq_rel) == 1) {
+        veer_config_free(snap->config);
+        free(snap->config_refs);
+    }
+    free(snap);
+}
+
+void veer_snapshot_release(veer_snapshot_t *snap)
+{
+    if (snap != NULL && atomic_fetch_sub_explicit(&snap->refs, 1, memory_order_acq_rel) == 1)
+        snapshot_free(snap);
+}
+
+veer_snapshot_t *veer_runtime_acquire(veer_runtime_t *rt)
+{
+    pthread_mutex_lock(&rt->lock);
+    veer_snapshot_t *snap = rt->current;
+    atomic_fetch_add_explicit(&snap->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&rt->lock);
+    return snap;
+}
+
+/* An empty snapshot for cfg; config_refs NULL means "take ownership of cfg". */
+static veer_snapshot_t *snapshot_new(veer_config_t *cfg, atomic_uint *config_refs)
+{
+    veer_snapshot_t *snap = calloc(1, sizeof(*snap));
+    if (snap == NULL)
+        return NULL;
+    if (config_refs == NULL) {
+        config_refs = malloc(sizeof(*config_refs));
+        if (config_refs == NULL) {
+            free(snap);
+            return NULL;
+        }
+        atomic_init(config_refs, 0);
+    }
+    atomic_fetch_add(config_refs, 1);
+    atomic_init(&snap->refs, 1);
+    snap->config = cfg;
+    snap->config_refs = config_refs;
+    snap->routes = calloc(cfg->route_count ? cfg->route_count : 1, sizeof(*snap->routes));
+    snap->cluster_endpoints = calloc(cfg->cluster_count ? cfg->cluster_count : 1, sizeof(*snap->cluster_endpoints));
+    if (snap->routes == NULL || snap->cluster_endpoints == NULL) {
+        snapshot_free(snap);
+        return NULL;
+    }
+    return snap;
+}
+
+static int route_set_split(veer_route_weights_t *rw, const veer_split_t *split, size_t n)
+{
+    veer_split_t *copy = malloc((n ? n : 1) * sizeof(*copy));
+    if (copy == NULL)
+        return -1;
+    memcpy(copy, split, n * sizeof(*copy));
+    free(rw->split);
+    rw->split = copy;
+    rw->count = n;
+    return 0;
+}
+
+static veer_snapshot_t *snapshot_clone(const veer_snapshot_t *old)
+{
+    veer_snapshot_t *snap = snapshot_new(old->config, old->config_refs);
+    if (snap == NULL)
+        return NULL;
+    snap->generation = old->generation;
+    for (size_t i = 0; i < old->config->route_count; i++) {
+        if (route_set_split(&snap->routes[i], old->routes[i].split, old->routes[i].count) < 0) {
+            snapshot_free(snap);
+            return NULL;
+        }
+    }
+    for (size_t i = 0; i < old->config->cluster_count; i++) {
+        snap->cluster_endpoints[i] = old->cluster_endpoints[i];
+        if (snap->cluster_endpoints[i])
+            veer_endpoint_set_ref(snap->cluster_endpoints[i]);
+    }
+    return snap;
+}
+
+static veer_endpoint_t *find_endpoint(const veer_endpoint_set_t *set, const struct sockaddr *sa, socklen_t len)
+{
+    for (size_t i = 0; set != NULL && i < set->count; i++) {
+        veer_endpoint_t *ep = set->endpoints[i];
+        if (ep->addrlen == len && memcmp(&ep->addr, sa, len) == 0 && !atomic_load(&ep->retired))
+            return ep;
+    }
+    return NULL;
+}
+
+/* Resolve a cluster's endpoints (blocking getaddrinfo for names; used at start
+ * and reload only - the periodic refresh is asynchronous, see dns.c). */
+static veer_endpoint_set_t *resolve_cluster(const veer_cluster_config_t *cc, const veer_endpoint_set_t *old,
+                                            uint32_t workers)
+{
+    size_t cap = 8, count = 0;
+    veer_endpoint_t **eps = malloc(cap * sizeof(*eps));
+    if (eps == NULL)
+        return NULL;
+    for (size_t i = 0; i < cc->endpoint_count; i++) {
+        const veer_endpoint_config_t *ec = &cc->endpoints[i];
+        char port[8];
+        snprintf(port, sizeof(port), "%u", ec->port);
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
+        if (ec->is_literal)
+            hints.ai_flags = AI_NUMERICHOST;
+        struct addrinfo *res = NULL;
+        int rc = getaddrinfo(ec->host, port, &hints, &res);
+        if (rc != 0) {
+            veer_log_warn("cluster %s: cannot resolve %s: %s", cc->name, ec->host, gai_strerror(rc));
+            continue;
+        }
+        for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+            bool dup = false;
+            for (size_t k = 0; k < count && !dup; k++)
+                dup = eps[k]->addrlen == ai->ai_addrlen && memcmp(&eps[k]->addr, ai->ai_addr, ai->ai_addrlen) == 0;
+            if (dup)
+                continue;
+            if (count == cap) {
+                veer_endpoint_t **grown = realloc(eps, 2 * cap * sizeof(*eps));
+                if (grown == NULL)
+                    break;
+                eps = grown;
+                cap *= 2;
+            }
+            veer_endpoint_t *ep = find_endpoint(old, ai->ai_addr, ai->ai_addrlen);
+            if (ep != NULL)
+                veer_endpoint_ref(ep);
+            else
+                ep = veer_endpoint_new(ai->ai_addr, ai->ai_addrlen, ec->host, workers);
+            if (ep != NULL)
+                eps[count++] = ep;
+        }
+        freeaddrinfo(res);
+    }
+    veer_endpoint_set_t *set = veer_endpoint_set_new(count);
+    if (set != NULL)
+        memcpy(set->endpoints, eps, count * sizeof(*eps));
+    else
+        for (size_t k = 0; k < count; k++)
+            veer_endpoint_unref(eps[k]);
+    free(eps);
+    return set;
+}
+
+/* Mark endpoints of `old` that are not in `cur` retired: drained, not cut. */
+static void retire_missing(const veer_endpoint_set_t *old, const veer_endpoint_set_t *cur)
+{
+    for (size_t i = 0; old != NULL && i < old->count; i++) {
+        bool kept = false;
+        for (size_t k = 0; cur != NULL && k < cur->count && !kept; k++)
+            kept = cur->endpoints[k] == old->endpoints[i];
+        if (!kept)
+            atomic_store(&old->endpoints[i]->retired, true);
+    }
+}
+
+/* Swap in snap; the lock must be held. */
+static void publish_locked(veer_runtime_t *rt, veer_snapshot_t *snap)
+{
+    veer_snapshot_t *old = rt->current;
+    snap->version = (old ? old->version : 0) + 1;
+    if (old != NULL) {
+        for (size_t i = 0; i < old->config->cluster_count; i++) {
+            int k = veer_config_cluster_index(snap->config, old->config->clusters[i].name);
+            retire_missing(old->cluster_endpoints[i], k >= 0 ? snap->cluster_endpoints[k] : NULL);
+        }
+    }
+    rt->current = snap;
+    atomic_store_explicit(&rt->version, snap->version, memory_order_release);
+    if (old != NULL)
+        veer_snapshot_release(old);
+}
+
+static int file_split_into(veer_snapshot_t *snap, size_t r)
+{
+    const veer_route_config_t *rc = &snap->config->routes[r];
+    return route_set_split(&snap->routes[r], rc->split, rc->split_count);
+}
+
+int veer_runtime_init(veer_runtime_t *rt, veer_config_t *cfg, uint32_t worker_count)
+{
+    memset(rt, 0, sizeof(*rt));
+    pthread_mutex_init(&rt->lock, NULL);
+    rt->worker_count = worker_count;
+    veer_snapshot_t *snap = snapshot_new(cfg, NULL);
+    if (snap == NULL)
+        return -1;
+    for (size_t r = 0; r < cfg->route_count; r++)
+        if (file_split_into(snap, r) < 0)
+            goto fail;
+    for (size_t c = 0; c < cfg->cluster_count; c++)
+        if ((snap->cluster_endpoints[c] = resolve_cluster(&cfg->clusters[c], NULL, worker_count)) == NULL)
+            goto fail;
+    snap->generation = 1;
+    if (cfg->state_file != NULL) {
+        char err[512];
+        if (veer_state_apply(cfg->state_file, snap, err, sizeof(err)) < 0)
+            veer_log_warn("%s (starting from the config file's weights)", err);
+    }
+    publish_locked(rt, snap);
+    return 0;
+fail:
+    snapshot_free(snap);
+    return -1;
+}
+
+void veer_runtime_destroy(veer_runtime_t *rt)
+{
+    if (rt->current != NULL)
+        veer_snapshot_release(rt->current);
+    rt->current = NULL;
+    pthread_mutex_destroy(&rt->lock);
+}
+
+static int find_split(const veer_route_weights_t *rw, int cluster)
+{
+    for (size_t i = 0; i < rw->count; i++)
+        if (rw->split[i].cluster == cluster)
+            return (int)i;
+    return -1;
+}
+
+static int persist(veer_snapshot_t *snap, char *err, size_t errlen)
+{
+    if (snap->config->state_file == NULL)
+        return 0;
+    return veer_state_write(snap->config->state_file, snap, err, errlen);
+}
+
+int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *const *names, const int64_t *weights,
+                             size_t n, uint64_t if_generation, uint64_t *new_generation, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&rt->lock);
+    veer_snapshot_t *cur = rt->current;
+    int rc = VEER_RT_EINVAL;
+    veer_snapshot_t *snap = NULL;
+    int r = veer_config_route_index(cur->config, route);
+    if (r < 0) {
+        snprintf(err, errlen, "unknown route \"%s\"", route);
+        goto out;
+    }
+    if (n == 0) {
+        snprintf(err, errlen, "weights: no cluster given");
+        goto out;
+    }
+    if (if_generation != 0 && if_generation != cur->generation) {
+        snprintf(err, errlen, "if_generation %llu is stale: the current generation is %llu",
+                 (unsigned long long)if_generation, (unsigned long long)cur->generation);
+        rc = VEER_RT_ESTALE;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (veer_config_cluster_index(cur->config, names[i]) < 0) {
+            snprintf(err, errlen, "weights.%s: unknown cluster \"%s\"", names[i], names[i]);
+            goto out;
+        }
+        if (weights[i] < 0 || weights[i] > 1000000) {
+            snprintf(err, errlen, "weights.%s: weight %lld out of range 0..1000000", names[i], (long long)weights[i]);
+            goto out;
+        }
+    }
+    if ((snap = snapshot_clone(cur)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    veer_route_weights_t *rw = &snap->routes[r];
+    veer_split_t *grown = realloc(rw->split, (rw->count + n) * sizeof(*grown));
+    if (grown == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    rw->split = grown;
+    for (size_t i = 0; i < n; i++) {
+        int c = veer_config_cluster_index(cur->config, names[i]);
+        int at = find_split(rw, c);
+        if (at < 0) /* new clusters go last: keeps sticky assignment monotone */
+            rw->split[at = (int)rw->count++] = (veer_split_t){.cluster = c, .weight = 0};
+        rw->split[at].weight = (uint32_t)weights[i];
+    }
+    uint64_t total = 0;
+    for (size_t i = 0; i < rw->count; i++)
+        total += rw->split[i].weight;
+    if (total == 0) {
+        snprintf(err, errlen, "weights: all weights of route \"%s\" would be 0", route);
+        goto out;
+    }
+    snap->generation = cur->generation + 1;
+    if (persist(snap, err, errlen) < 0) {
+        rc = VEER_RT_ESTATE;
+        goto out;
+    }
+    if (new_generation)
+        *new_generation = snap->generation;
+    publish_locked(rt, snap);
+    snap = NULL;
+    rc = VEER_RT_OK;
+out:
+    if (snap != NULL)
+        snapshot_free(snap);
+    pthread_mutex_unlock(&rt->lock);
+    return rc;
+}
+
+static bool file_split_equal(const veer_config_t *a, const veer_route_config_t *ra, const veer_config_t *b,
+                             const veer_route_config_t *rb)
+{
+    if (ra->split_count != rb->split_count)
+        return false;
+    for (size_t i = 0; i < ra->split_count; i++) {
+        if (ra->split[i].weight != rb->split[i].weight ||
+            strcmp(a->clusters[ra->split[i].cluster].name, b->clusters[rb->split[i].cluster].name) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* Carry a route's runtime weights into the new config when its file split is
+ * unchanged. Returns 1 when carried, 0 when the file wins, -1 on OOM. */
+static int carry_weights(veer_snapshot_t *snap, size_t r, const veer_snapshot_t *old)
+{
+    const veer_route_config_t *nr = &snap->config->routes[r];
+    int orx = veer_config_route_index(old->config, nr->name);
+    if (orx < 0 || !file_split_equal(old->config, &old->config->routes[orx], snap->config, nr))
+        return 0;
+    const veer_route_weights_t *ow = &old->routes[orx];
+    veer_split_t *split = malloc((ow->count ? ow->count : 1) * sizeof(*split));
+    if (split == NULL)
+        return -1;
+    size_t n = 0;
+    uint64_t total = 0;
+    for (size_t i = 0; i < ow->count; i++) {
+        int c = veer_config_cluster_index(snap->config, old->config->clusters[ow->split[i].cluster].name);
+        if (c < 0)
+            continue;
+        split[n++] = (veer_split_t){.cluster = c, .weight = ow->split[i].weight};
+        total += ow->split[i].weight;
+    }
+    if (total == 0) {
+        free(split);
+        return 0;
+    }
+    free(snap->routes[r].split);
+    snap->routes[r].split = split;
+    snap->routes[r].count = n;
+    return 1;
+}
+
+static bool endpoints_equal(const veer_cluster_config_t *a, const veer_cluster_config_t *b)
+{
+    if (a->endpoint_count != b->endpoint_count)
+        return false;
+    for (size_t i = 0; i < a->endpoint_count; i++)
+        if (a->endpoints[i].port != b->endpoints[i].port || strcmp(a->endpoints[i].host, b->endpoints[i].host) != 0)
+            return false;
+    return true;
+}
+
+int veer_runtime_reload(veer_runtime_t *rt, veer_config_t *cfg, char *err, size_t errlen)
+{
+    veer_snapshot_t *old = veer_runtime_acquire(rt);
+    veer_snapshot_t *snap = snapshot_new(cfg, NULL);
+    if (snap == NULL) {
+        veer_config_free(cfg);
+        veer_snapshot_release(old);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = 0;
+    for (size_t r = 0; r < cfg->route_count && rc == 0; r++) {
+        int carried = carry_weights(snap, r, old);
+        if (carried < 0 || (carried == 0 && file_split_into(snap, r) < 0))
+            rc = -1;
+    }
+    for (size_t c = 0; c < cfg->cluster_count && rc == 0; c++) {
+        int oc = veer_config_cluster_index(old->config, cfg->clusters[c].name);
+        const veer_endpoint_set_t *oset = oc >= 0 ? old->cluster_endpoints[oc] : NULL;
+        if (oc >= 0 && endpoints_equal(&old->config->clusters[oc], &cfg->clusters[c]) && oset != NULL) {
+            snap->cluster_endpoints[c] = (veer_endpoint_set_t *)oset;
+            veer_endpoint_set_ref(snap->cluster_endpoints[c]);
+        } else if ((snap->cluster_endpoints[c] = resolve_cluster(&cfg->clusters[c], oset, rt->worker_count)) == NULL) {
+            rc = -1;
+        }
+    }
+    veer_snapshot_release(old);
+    if (rc < 0) {
+        snapshot_free(snap);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    pthread_mutex_lock(&rt->lock);
+    snap->generation = rt->current->generation + 1;
+    if (persist(snap, err, errlen) < 0)
+        veer_log_warn("reload: %s", err);
+    publish_locked(rt, snap);
+    pthread_mutex_unlock(&rt->lock);
+    return 0;
+}
+
+void veer_runtime_set_endpoints(veer_runtime_t *rt, const char *cluster, veer_endpoint_set_t *set)
+{
+    pthread_mutex_lock(&rt->lock);
+    int c = veer_config_cluster_index(rt->current->config, cluster);
+    veer_snapshot_t *snap = c >= 0 ? snapshot_clone(rt->current) : NULL;
+    if (snap == NULL) {
+        pthread_mutex_unlock(&rt->lock);
+        veer_endpoint_set_unref(set);
+        return;
+    }
+    veer_endpoint_set_unref(snap->cluster_endpoints[c]);
+    snap->cluster_endpoints[c] = set;
+    publish_locked(rt, snap);
+    pthread_mutex_unlock(&rt->lock);
+}
