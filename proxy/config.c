@@ -1,1 +1,1715 @@
-/* placeholder: being written */
+/* config.c - load and validate veer's JSON config into the model of config.h.
+ * Validation never stops at the first problem: every error is collected as
+ * "json.path: message" so that `veer check` shows them all in one run, and a
+ * config with any error is never returned (everything built so far is freed). */
+
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#define JPATH_CAP 256
+#define MAX_FILE_BYTES (16u << 20)
+#define MAX_SAFE_INT 9007199254740991ull /* 2^53 - 1: JSON numbers are doubles */
+#define MAX_NAME_LEN 64
+#define MAX_WORKERS 1024
+#define DURATION_HINT "(use a number with a unit: 250ms, 30s, 5m)"
+#define ENDPOINT_HINT "(use host:port, e.g. embed-blue.svc:8080, 10.0.0.5:8080 or [fd00::5]:8080)"
+#define ADDRESS_HINT "(use a literal IPv4 or [IPv6] address with a port, e.g. 0.0.0.0:8080 or [::1]:8080)"
+
+/* A JSON path such as `routes[2].split[1].cluster`, built as we descend. */
+typedef struct jpath_s {
+    char s[JPATH_CAP];
+} jpath_t;
+
+typedef struct parse_ctx_s {
+    veer_config_errors_t *errs;
+    size_t error_count; /* errors found by this parse (some may be dropped) */
+} parse_ctx_t;
+
+/* Flags of read_string / read_array / read_object. */
+enum {
+    F_REQUIRED = 1u << 0,
+    F_NULLABLE = 1u << 1,
+    F_ALLOW_EMPTY = 1u << 2,
+};
+
+/* ---- errors -------------------------------------------------------------- */
+
+static void errors_push(veer_config_errors_t *errs, const char *path, const char *detail)
+{
+    if (errs->count == VEER_CONFIG_MAX_ERRORS) {
+        errs->dropped++;
+        return;
+    }
+    size_t size = (path ? strlen(path) + 2 : 0) + strlen(detail) + 1;
+    char *msg = malloc(size);
+    if (!msg) {
+        errs->dropped++;
+        return;
+    }
+    if (path)
+        snprintf(msg, size, "%s: %s", path, detail);
+    else
+        snprintf(msg, size, "%s", detail);
+    errs->messages[errs->count++] = msg;
+}
+
+__attribute__((format(printf, 3, 4)))
+static void add_error(parse_ctx_t *ctx, const jpath_t *at, const char *fmt, ...)
+{
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    ctx->error_count++;
+    errors_push(ctx->errs, at && at->s[0] ? at->s : NULL, detail);
+}
+
+static void add_oom(parse_ctx_t *ctx, const jpath_t *at)
+{
+    add_error(ctx, at, "out of memory");
+}
+
+void veer_config_errors_clear(veer_config_errors_t *errs)
+{
+    if (!errs)
+        return;
+    for (size_t i = 0; i < errs->count; i++)
+        free(errs->messages[i]);
+    memset(errs, 0, sizeof *errs);
+}
+
+/* ---- JSON paths and value descriptions ----------------------------------- */
+
+static bool is_plain_key(const char *key)
+{
+    if (!*key)
+        return false;
+    for (const char *c = key; *c; c++) {
+        bool ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+                  *c == '_' || *c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static void path_mark_truncated(jpath_t *p)
+{
+    memcpy(p->s + sizeof p->s - 4, "...", 4);
+}
+
+static jpath_t path_key(const jpath_t *at, const char *key)
+{
+    jpath_t p;
+    int n;
+    if (is_plain_key(key))
+        n = snprintf(p.s, sizeof p.s, "%s%s%s", at->s, at->s[0] ? "." : "", key);
+    else
+        n = snprintf(p.s, sizeof p.s, "%s[\"%s\"]", at->s, key);
+    if (n < 0 || (size_t)n >= sizeof p.s)
+        path_mark_truncated(&p);
+    return p;
+}
+
+static jpath_t path_index(const jpath_t *at, size_t index)
+{
+    jpath_t p;
+    int n = snprintf(p.s, sizeof p.s, "%s[%zu]", at->s, index);
+    if (n < 0 || (size_t)n >= sizeof p.s)
+        path_mark_truncated(&p);
+    return p;
+}
+
+/* A short rendering of a JSON value for "got ..." in messages. */
+static const char *describe(const cJSON *item, char *buf, size_t cap)
+{
+    if (cJSON_IsString(item)) {
+        size_t len = strlen(item->valuestring);
+        snprintf(buf, cap, "\"%.40s%s\"", item->valuestring, len > 40 ? "..." : "");
+    } else if (cJSON_IsNumber(item)) {
+        double v = item->valuedouble;
+        snprintf(buf, cap, v == floor(v) && fabs(v) < 1e15 ? "%.0f" : "%g", v);
+    } else if (cJSON_IsBool(item)) {
+        snprintf(buf, cap, "%s", cJSON_IsTrue(item) ? "true" : "false");
+    } else if (cJSON_IsNull(item)) {
+        snprintf(buf, cap, "null");
+    } else if (cJSON_IsArray(item)) {
+        snprintf(buf, cap, "an array");
+    } else {
+        snprintf(buf, cap, "an object");
+    }
+    return buf;
+}
+
+/* "250ms", "30s", "5m", "1h": the largest unit that divides ms exactly. */
+static const char *format_ms(uint64_t ms, char *buf, size_t cap)
+{
+    if (ms == 0)
+        snprintf(buf, cap, "0s");
+    else if (ms % 3600000 == 0)
+        snprintf(buf, cap, "%" PRIu64 "h", ms / 3600000);
+    else if (ms % 60000 == 0)
+        snprintf(buf, cap, "%" PRIu64 "m", ms / 60000);
+    else if (ms % 1000 == 0)
+        snprintf(buf, cap, "%" PRIu64 "s", ms / 1000);
+    else
+        snprintf(buf, cap, "%" PRIu64 "ms", ms);
+    return buf;
+}
+
+/* ---- object keys --------------------------------------------------------- */
+
+static bool key_in(const char *key, const char *const *keys)
+{
+    for (size_t i = 0; keys[i]; i++)
+        if (strcmp(key, keys[i]) == 0)
+            return true;
+    return false;
+}
+
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 40 || lb > 40)
+        return SIZE_MAX;
+    size_t row[41];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* The allowed key a typo most likely meant, or NULL. */
+static const char *closest_key(const char *key, const char *const *keys)
+{
+    const char *best = NULL;
+    size_t best_distance = 3;
+    for (size_t i = 0; keys[i]; i++) {
+        size_t d = edit_distance(key, keys[i]);
+        if (d < best_distance && d < strlen(keys[i])) {
+            best = keys[i];
+            best_distance = d;
+        }
+    }
+    return best;
+}
+
+static bool seen_before(const cJSON *obj, const cJSON *item)
+{
+    for (const cJSON *prev = obj->child; prev && prev != item; prev = prev->next)
+        if (strcmp(prev->string, item->string) == 0)
+            return true;
+    return false;
+}
+
+static void check_keys(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, const char *const *keys)
+{
+    for (const cJSON *item = obj->child; item; item = item->next) {
+        jpath_t p = path_key(at, item->string);
+        if (!key_in(item->string, keys)) {
+            const char *hint = closest_key(item->string, keys);
+            if (hint)
+                add_error(ctx, &p, "unknown key (did you mean \"%s\"?)", hint);
+            else
+                add_error(ctx, &p, "unknown key");
+        } else if (seen_before(obj, item)) {
+            add_error(ctx, &p, "duplicate key");
+        }
+    }
+}
+
+/* ---- typed readers -------------------------------------------------------------
+ * Each reads obj[key] (obj may be NULL: then the default applies), reports
+ * what is wrong under at.key and returns the default on error, so that
+ * validation carries on and finds the next error. */
+
+static const cJSON *lookup(const cJSON *obj, const char *key)
+{
+    return obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+}
+
+static char *dup_string(parse_ctx_t *ctx, const jpath_t *at, const char *s)
+{
+    char *copy = strdup(s);
+    if (!copy)
+        add_oom(ctx, at);
+    return copy;
+}
+
+static bool json_to_uint(const cJSON *item, uint64_t *out)
+{
+    if (!cJSON_IsNumber(item) || !isfinite(item->valuedouble))
+        return false;
+    double v = item->valuedouble;
+    if (v < 0 || v != floor(v) || v > (double)MAX_SAFE_INT)
+        return false;
+    *out = (uint64_t)v;
+    return true;
+}
+
+static uint64_t read_uint(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, const char *key, uint64_t min,
+                          uint64_t max, uint64_t def)
+{
+    const cJSON *item = lookup(obj, key);
+    if (!item)
+        return def;
+    jpath_t p = path_key(at, key);
+    char got[64];
+    uint64_t v;
+    if (!json_to_uint(item, &v) || (min > 0 && v == 0)) {
+        add_error(ctx, &p, "expected a %s integer, got %s", min > 0 ? "positive" : "non-negative",
+                  describe(item, got, sizeof got));
+        return def;
+    }
+    if (v < min || v > max) {
+        add_error(ctx, &p, "must be between %" PRIu64 " and %" PRIu64 ", got %" PRIu64, min, max, v);
+        return def;
+    }
+    return v;
+}
+
+static double read_number(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, const char *key, double min,
+                          bool min_exclusive, double max, double def)
+{
+    const cJSON *item = lookup(obj, key);
+    if (!item)
+        return def;
+    jpath_t p = path_key(at, key);
+    char got[64];
+    if (!cJSON_IsNumber(item) || !isfinite(item->valuedouble)) {
+        add_error(ctx, &p, "expected a number, got %s", describe(item, got, sizeof got));
+        return def;
+    }
+    double v = item->valuedouble;
+    if ((min_exclusive ? v <= min : v < min) || v > max) {
+        add_error(ctx, &p, "must be %s %g and at most %g, got %g", min_exclusive ? "greater than" : "at least", min,
+                  max, v);
+        return def;
+    }
+    return v;
+}
+
+static bool read_bool(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, const char *key, bool def)
+{
+    const cJSON *item = lookup(obj, key);
+    if (!item)
+        return def;
+    if (!cJSON_IsBool(item)) {
+        jpath_t p = path_key(at, key);
+        char got[64];
+        add_error(ctx, &p, "expected true or false, got %s", describe(item, got, sizeof got));
+        return def;
+    }
+    return cJSON_IsTrue(item);
+}
+
+static uint64_t read_duration(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, const char *key,
+                              uint64_t min_ms, uint64_t def_ms)
+{
+    const cJSON *item = lookup(obj, key);
+    if (!item)
+        return def_ms;
+    jpath_t p = path_key(at, key);
+    char got[64], limit[32];
+    uint64_t ms;
+    if (cJSON_IsNumber(item)) {
+        add_error(ctx, &p, "invalid duration %s: durations are strings with a unit, e.g. \"%gs\" or \"250ms\"",
+                  describe(item, got, sizeof got), item->valuedouble);
+        return def_ms;
+    }
+    if (!cJSON_IsString(item)) {
+        add_error(ctx, &p, "expected a duration such as \"30s\", got %s", describe(item, got, sizeof got));
+        return def_ms;
+    }
+    if (veer_duration_parse(item->valuestring, &ms) != 0) {
+        add_error(ctx, &p, "invalid duration %s " DURATION_HINT, describe(item, got, sizeof got));
+        return def_ms;
+    }
+    if (ms < min_ms) {
+        add_error(ctx, &p, "must be at least %s, got %s", format_ms(min_ms, limit, sizeof limit),
+                  describe(item, got, sizeof got));
+        return def_ms;
+    }
+    return ms;
+}
+
+static bool has_control_char(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* A heap copy of obj[key]; NULL when absent (then a copy of def, if any),
+ * null (with F_NULLABLE) or wrong. */
+static char *read_string(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, const char *key, unsigned flags,
+                         const char *def)
+{
+    const cJSON *item = lookup(obj, key);
+    jpath_t p = path_key(at, key);
+    char got[64];
+    if (!item) {
+        if (flags & F_REQUIRED)
+            add_error(ctx, &p, "required key is missing");
+        return def ? dup_string(ctx, &p, def) : NULL;
+    }
+    if (cJSON_IsNull(item) && (flags & F_NULLABLE))
+        return NULL;
+    if (!cJSON_IsString(item)) {
+        add_error(ctx, &p, "expected a string%s, got %s", (flags & F_NULLABLE) ? " or null" : "",
+                  describe(item, got, sizeof got));
+        return NULL;
+    }
+    if (!item->valuestring[0] && !(flags & F_ALLOW_EMPTY)) {
+        add_error(ctx, &p, "must not be empty");
+        return NULL;
+    }
+    if (has_control_char(item->valuestring)) {
+        add_error(ctx, &p, "must not contain control characters");
+        return NULL;
+    }
+    return dup_string(ctx, &p, item->valuestring);
+}
+
+/* Index of obj[key] in names (NULL-terminated), def when absent. */
+static int read_enum(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, const char *key,
+                     const char *const *names, int def)
+{
+    const cJSON *item = lookup(obj, key);
+    if (!item)
+        return def;
+    if (cJSON_IsString(item))
+        for (int i = 0; names[i]; i++)
+            if (strcmp(item->valuestring, names[i]) == 0)
+                return i;
+    char choices[128] = "", got[64];
+    for (int i = 0; names[i]; i++) {
+        size_t used = strlen(choices);
+        snprintf(choices + used, sizeof choices - used, "%s%s", i ? ", " : "", names[i]);
+    }
+    jpath_t p = path_key(at, key);
+    if (cJSON_IsString(item))
+        add_error(ctx, &p, "unknown value %s (expected one of: %s)", describe(item, got, sizeof got), choices);
+    else
+        add_error(ctx, &p, "expected a string (one of: %s), got %s", choices, describe(item, got, sizeof got));
+    return def;
+}
+
+/* obj[key] when it is an object (its keys checked against keys), else NULL. */
+static const cJSON *read_object(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, const char *key,
+                                unsigned flags, const char *const *keys)
+{
+    const cJSON *item = lookup(obj, key);
+    jpath_t p = path_key(at, key);
+    char got[64];
+    if (!item) {
+        if (flags & F_REQUIRED)
+            add_error(ctx, &p, "required key is missing");
+        return NULL;
+    }
+    if (cJSON_IsNull(item) && (flags & F_NULLABLE))
+        return NULL;
+    if (!cJSON_IsObject(item)) {
+        add_error(ctx, &p, "expected an object%s, got %s", (flags & F_NULLABLE) ? " or null" : "",
+                  describe(item, got, sizeof got));
+        return NULL;
+    }
+    if (keys)
+        check_keys(ctx, item, &p, keys);
+    return item;
+}
+
+/* obj[key] when it is an array (non-empty unless F_ALLOW_EMPTY), else NULL. */
+static const cJSON *read_array(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, const char *key,
+                               unsigned flags)
+{
+    const cJSON *item = lookup(obj, key);
+    jpath_t p = path_key(at, key);
+    char got[64];
+    const char *what = (flags & F_ALLOW_EMPTY) ? "an array" : "a non-empty array";
+    if (!item) {
+        if (flags & F_REQUIRED)
+            add_error(ctx, &p, "required key is missing");
+        return NULL;
+    }
+    if (cJSON_IsNull(item) && (flags & F_NULLABLE))
+        return NULL;
+    if (!cJSON_IsArray(item)) {
+        add_error(ctx, &p, "expected %s%s, got %s", what, (flags & F_NULLABLE) ? " or null" : "",
+                  describe(item, got, sizeof got));
+        return NULL;
+    }
+    if (!item->child && !(flags & F_ALLOW_EMPTY)) {
+        add_error(ctx, &p, "expected %s, got an empty array", what);
+        return NULL;
+    }
+    return item;
+}
+
+/* An array element that must be an object with the given keys. */
+static bool expect_object(parse_ctx_t *ctx, const cJSON *item, const jpath_t *at, const char *const *keys)
+{
+    char got[64];
+    if (!cJSON_IsObject(item)) {
+        add_error(ctx, at, "expected an object, got %s", describe(item, got, sizeof got));
+        return false;
+    }
+    check_keys(ctx, item, at, keys);
+    return true;
+}
+
+static void *alloc_zeroed(parse_ctx_t *ctx, const jpath_t *at, size_t size)
+{
+    void *p = calloc(1, size);
+    if (!p)
+        add_oom(ctx, at);
+    return p;
+}
+
+/* Calloc'ed array for a JSON array/object's elements; count set on success. */
+static void *alloc_items(parse_ctx_t *ctx, const jpath_t *at, const cJSON *container, size_t size, size_t *count)
+{
+    size_t n = (size_t)cJSON_GetArraySize(container);
+    void *items = n ? calloc(n, size) : NULL;
+    if (n && !items) {
+        add_oom(ctx, at);
+        return NULL;
+    }
+    *count = n;
+    return items;
+}
+
+/* ---- lexical checks ------------------------------------------------------ */
+
+static bool is_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* Names of listeners, clusters and routes appear in URLs and metric labels. */
+static bool check_name(parse_ctx_t *ctx, const jpath_t *at, const char *name)
+{
+    size_t len = strlen(name);
+    bool ok = len > 0 && len <= MAX_NAME_LEN;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = is_alnum(name[i]) || name[i] == '-' || name[i] == '_' || name[i] == '.';
+    if (!ok)
+        add_error(ctx, at, "invalid name \"%.*s\" (use letters, digits, '-', '_' and '.', at most %d characters)",
+                  MAX_NAME_LEN, name, MAX_NAME_LEN);
+    return ok;
+}
+
+/* RFC 9110 token: header names, cookie names, methods. */
+static bool is_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!is_alnum(*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+            return false;
+    return true;
+}
+
+static void to_lower(char *s)
+{
+    for (; *s; s++)
+        if (*s >= 'A' && *s <= 'Z')
+            *s = (char)(*s - 'A' + 'a');
+}
+
+static void to_upper(char *s)
+{
+    for (; *s; s++)
+        if (*s >= 'a' && *s <= 'z')
+            *s = (char)(*s - 'a' + 'A');
+}
+
+static bool valid_dns_label(const char *label, size_t len)
+{
+    if (len == 0 || len > 63 || label[0] == '-' || label[len - 1] == '-')
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!is_alnum(label[i]) && label[i] != '-' && label[i] != '_')
+            return false;
+    return true;
+}
+
+/* A DNS name whose last label is not all digits (that would be a bad IPv4). */
+static bool valid_dns_name(const char *host)
+{
+    size_t len = strlen(host);
+    if (len > 0 && host[len - 1] == '.')
+        len--;
+    if (len == 0 || len > 253)
+        return false;
+    const char *label = host, *end = host + len;
+    bool last_numeric = false;
+    while (label <= end) {
+        const char *dot = memchr(label, '.', (size_t)(end - label));
+        size_t label_len = (size_t)((dot ? dot : end) - label);
+        if (!valid_dns_label(label, label_len))
+            return false;
+        last_numeric = true;
+        for (size_t i = 0; i < label_len; i++)
+            last_numeric = last_numeric && is_digit(label[i]);
+        if (!dot)
+            break;
+        label = dot + 1;
+    }
+    return !last_numeric;
+}
+
+/* ---- durations and addresses --------------------------------------------- */
+
+static uint64_t unit_micros(const char *unit)
+{
+    static const struct {
+        const char *name;
+        uint64_t micros;
+    } units[] = {{"us", 1}, {"ms", 1000}, {"s", 1000000}, {"m", 60000000}, {"h", 3600000000ull}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(unit, units[i].name) == 0)
+            return units[i].micros;
+    return 0;
+}
+
+/* ceil(0.<digits> * unit_us), exact: the first 9 digits are multiplied out,
+ * any non-zero digit after them only rounds up. */
+static uint64_t fraction_micros(const char *digits, size_t len, uint64_t unit_us)
+{
+    uint64_t numerator = 0;
+    bool rest_nonzero = false;
+    for (size_t i = 0; i < 9; i++)
+        numerator = numerator * 10 + (i < len ? (uint64_t)(digits[i] - '0') : 0);
+    for (size_t i = 9; i < len; i++)
+        rest_nonzero = rest_nonzero || digits[i] != '0';
+    uint64_t product = numerator * unit_us; /* < 1e9 * 3.6e9: fits */
+    uint64_t micros = product / 1000000000ull;
+    if (product % 1000000000ull || rest_nonzero)
+        micros++;
+    return micros;
+}
+
+int veer_duration_parse(const char *text, uint64_t *out_ms)
+{
+    if (!text || !out_ms || !is_digit(*text))
+        return -1;
+    const char *s = text;
+    uint64_t whole = 0;
+    for (; is_digit(*s); s++)
+        if (__builtin_mul_overflow(whole, 10, &whole) || __builtin_add_overflow(whole, (uint64_t)(*s - '0'), &whole))
+            return -1;
+    const char *fraction = s;
+    size_t fraction_len = 0;
+    if (*s == '.') {
+        fraction = ++s;
+        for (; is_digit(*s); s++)
+            fraction_len++;
+        if (fraction_len == 0)
+            return -1;
+    }
+    uint64_t unit_us = unit_micros(s);
+    uint64_t total_us;
+    if (unit_us == 0 || __builtin_mul_overflow(whole, unit_us, &total_us) ||
+        __builtin_add_overflow(total_us, fraction_micros(fraction, fraction_len, unit_us), &total_us))
+        return -1;
+    *out_ms = total_us / 1000 + (total_us % 1000 != 0);
+    return 0;
+}
+
+/* Split "host:port" / "[v6]:port" into host (brackets removed) and port 1..65535. */
+static int split_host_port(const char *text, char *host, size_t host_cap, uint16_t *port, bool *bracketed)
+{
+    const char *host_start = text, *host_end, *colon;
+    *bracketed = text[0] == '[';
+    if (*bracketed) {
+        host_start = text + 1;
+        host_end = strchr(host_start, ']');
+        if (!host_end || host_end[1] != ':')
+            return -1;
+        colon = host_end + 1;
+    } else {
+        colon = strrchr(text, ':');
+        if (!colon)
+            return -1;
+        host_end = colon;
+        if (memchr(text, ':', (size_t)(colon - text)))
+            return -1; /* an IPv6 literal needs brackets */
+    }
+    size_t host_len = (size_t)(host_end - host_start);
+    const char *digits = colon + 1;
+    size_t digit_count = strlen(digits);
+    if (host_len == 0 || host_len >= host_cap || digit_count == 0 || digit_count > 5)
+        return -1;
+    unsigned long value = 0;
+    for (size_t i = 0; i < digit_count; i++) {
+        if (!is_digit(digits[i]))
+            return -1;
+        value = value * 10 + (unsigned long)(digits[i] - '0');
+    }
+    if (value == 0 || value > 65535)
+        return -1;
+    memcpy(host, host_start, host_len);
+    host[host_len] = '\0';
+    *port = (uint16_t)value;
+    return 0;
+}
+
+int veer_sockaddr_parse(const char *text, struct sockaddr_storage *out, socklen_t *outlen)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    uint16_t port;
+    bool bracketed;
+    if (!text || !out || !outlen || split_host_port(text, host, sizeof host, &port, &bracketed) != 0)
+        return -1;
+    memset(out, 0, sizeof *out);
+    if (bracketed) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
+        if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+            return -1;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        *outlen = sizeof *sin6;
+    } else {
+        struct sockaddr_in *sin = (struct sockaddr_in *)out;
+        if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+            return -1;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        *outlen = sizeof *sin;
+    }
+    return 0;
+}
+
+static bool same_sockaddr(const struct sockaddr_storage *a, socklen_t alen, const struct sockaddr_storage *b,
+                          socklen_t blen)
+{
+    return alen == blen && memcmp(a, b, alen) == 0;
+}
+
+/* A literal address at obj[key]: required, or def when absent. */
+static char *read_address(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, const char *key, const char *def,
+                          struct sockaddr_storage *addr, socklen_t *addrlen)
+{
+    jpath_t p = path_key(at, key);
+    char *text = read_string(ctx, obj, at, key, def ? 0 : F_REQUIRED, def);
+    if (text && veer_sockaddr_parse(text, addr, addrlen) != 0)
+        add_error(ctx, &p, "invalid address \"%s\" " ADDRESS_HINT, text);
+    return text;
+}
+
+/* ---- top level: listeners, admin, access log, limits --------------------- */
+
+static bool string_seen_before(const cJSON *array, const cJSON *item)
+{
+    for (const cJSON *prev = array->child; prev && prev != item; prev = prev->next)
+        if (cJSON_IsString(prev) && strcmp(prev->valuestring, item->valuestring) == 0)
+            return true;
+    return false;
+}
+
+static void parse_listener_alpn(parse_ctx_t *ctx, const cJSON *tls, const jpath_t *at,
+                                veer_tls_listener_config_t *out)
+{
+    static const char *const defaults[] = {"h2", "http/1.1"};
+    const cJSON *array = read_array(ctx, tls, at, "alpn", 0);
+    jpath_t p = path_key(at, "alpn");
+    if (lookup(tls, "alpn") && !array)
+        return; /* reported */
+    size_t count = array ? (size_t)cJSON_GetArraySize(array) : 2;
+    out->alpn = calloc(count, sizeof *out->alpn);
+    if (!out->alpn) {
+        add_oom(ctx, &p);
+        return;
+    }
+    out->alpn_count = count;
+    if (!array) {
+        for (size_t i = 0; i < count; i++)
+            out->alpn[i] = dup_string(ctx, &p, defaults[i]);
+        return;
+    }
+    size_t i = 0;
+    for (const cJSON *item = array->child; item; item = item->next, i++) {
+        jpath_t ip = path_index(&p, i);
+        char got[64];
+        if (!cJSON_IsString(item) || (strcmp(item->valuestring, "h2") && strcmp(item->valuestring, "http/1.1")))
+            add_error(ctx, &ip, "expected \"h2\" or \"http/1.1\", got %s", describe(item, got, sizeof got));
+        else if (string_seen_before(array, item))
+            add_error(ctx, &ip, "duplicate protocol %s", describe(item, got, sizeof got));
+        else
+            out->alpn[i] = dup_string(ctx, &ip, item->valuestring);
+    }
+}
+
+static veer_tls_listener_config_t *parse_listener_tls(parse_ctx_t *ctx, const cJSON *listener, const jpath_t *at)
+{
+    static const char *const keys[] = {"cert", "key", "alpn", "client_ca", NULL};
+    const cJSON *tls = read_object(ctx, listener, at, "tls", F_NULLABLE, keys);
+    if (!tls)
+        return NULL;
+    jpath_t p = path_key(at, "tls");
+    veer_tls_listener_config_t *out = alloc_zeroed(ctx, &p, sizeof *out);
+    if (!out)
+        return NULL;
+    out->cert = read_string(ctx, tls, &p, "cert", F_REQUIRED, NULL);
+    out->key = read_string(ctx, tls, &p, "key", F_REQUIRED, NULL);
+    parse_listener_alpn(ctx, tls, &p, out);
+    out->client_ca = read_string(ctx, tls, &p, "client_ca", F_NULLABLE, NULL);
+    return out;
+}
+
+static void parse_listener(parse_ctx_t *ctx, const cJSON *item, const jpath_t *at, size_t index,
+                           veer_listener_config_t *out)
+{
+    static const char *const keys[] = {"name", "address", "tls", NULL};
+    if (!expect_object(ctx, item, at, keys))
+        return;
+    char default_name[32];
+    if (index == 0)
+        snprintf(default_name, sizeof default_name, "http");
+    else
+        snprintf(default_name, sizeof default_name, "listener%zu", index);
+    jpath_t name_path = path_key(at, "name");
+    out->name = read_string(ctx, item, at, "name", 0, default_name);
+    if (out->name)
+        check_name(ctx, &name_path, out->name);
+    out->address = read_address(ctx, item, at, "address", NULL, &out->addr, &out->addrlen);
+    out->tls = parse_listener_tls(ctx, item, at);
+}
+
+static void check_listener_duplicates(parse_ctx_t *ctx, const veer_config_t *cfg, const jpath_t *at)
+{
+    for (size_t i = 0; i < cfg->listener_count; i++) {
+        const veer_listener_config_t *l = &cfg->listeners[i];
+        jpath_t ip = path_index(at, i);
+        for (size_t j = 0; j < i; j++) {
+            const veer_listener_config_t *prev = &cfg->listeners[j];
+            jpath_t p;
+            if (l->name && prev->name && strcmp(l->name, prev->name) == 0) {
+                p = path_key(&ip, "name");
+                add_error(ctx, &p, "duplicate listener name \"%s\" (also listeners[%zu])", l->name, j);
+            }
+            if (l->addrlen && same_sockaddr(&l->addr, l->addrlen, &prev->addr, prev->addrlen)) {
+                p = path_key(&ip, "address");
+                add_error(ctx, &p, "duplicate address \"%s\" (also listeners[%zu])", l->address, j);
+            }
+        }
+    }
+}
+
+static void parse_listeners(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
+{
+    const cJSON *array = read_array(ctx, root, at, "listeners", F_REQUIRED);
+    jpath_t p = path_key(at, "listeners");
+    if (!array)
+        return;
+    cfg->listeners = alloc_items(ctx, &p, array, sizeof *cfg->listeners, &cfg->listener_count);
+    if (!cfg->listeners)
+        return;
+    size_t i = 0;
+    for (const cJSON *item = array->child; item; item = item->next, i++) {
+        jpath_t ip = path_index(&p, i);
+        parse_listener(ctx, item, &ip, i, &cfg->listeners[i]);
+    }
+    check_listener_duplicates(ctx, cfg, &p);
+}
+
+static void parse_admin(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
+{
+    static const char *const keys[] = {"address", "token_file", "protect_reads", NULL};
+    const cJSON *admin = read_object(ctx, root, at, "admin", 0, keys);
+    jpath_t p = path_key(at, "admin");
+    veer_admin_config_t *out = &cfg->admin;
+    out->address = read_address(ctx, admin, &p, "address", "127.0.0.1:9901", &out->addr, &out->addrlen);
+    out->token_file = read_string(ctx, admin, &p, "token_file", F_NULLABLE, NULL);
+    out->protect_reads = read_bool(ctx, admin, &p, "protect_reads", false);
+    if (out->protect_reads && !out->token_file) {
+        jpath_t rp = path_key(&p, "protect_reads");
+        add_error(ctx, &rp, "requires admin.token_file");
+    }
+    for (size_t i = 0; out->addrlen && i < cfg->listener_count; i++) {
+        const veer_listener_config_t *l = &cfg->listeners[i];
+        if (same_sockaddr(&out->addr, out->addrlen, &l->addr, l->addrlen)) {
+            jpath_t ap = path_key(&p, "address");
+            add_error(ctx, &ap, "address \"%s\" is also used by listeners[%zu]", out->address, i);
+        }
+    }
+}
+
+static void parse_access_log(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
+{
+    static const char *const keys[] = {"path", "format", NULL};
+    static const char *const formats[] = {"json", NULL};
+    const cJSON *log = read_object(ctx, root, at, "access_log", 0, keys);
+    jpath_t p = path_key(at, "access_log");
+    cfg->access_log.path = read_string(ctx, log, &p, "path", F_NULLABLE, NULL);
+    cfg->access_log.format = (veer_access_log_format_t)read_enum(ctx, log, &p, "format", formats, 0);
+}
+
+static void parse_limits(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
+{
+    static const char *const keys[] = {"max_header_bytes", "max_body_bytes", "idle_timeout", "drain_timeout",
+                                       "header_timeout", "max_connections", "buffer_bytes", "max_idle_upstream",
+                                       "max_pipelined", NULL};
+    const cJSON *obj = read_object(ctx, root, at, "limits", 0, keys);
+    jpath_t p = path_key(at, "limits");
+    veer_limits_config_t *out = &cfg->limits;
+    out->max_header_bytes = read_uint(ctx, obj, &p, "max_header_bytes", 1024, 1048576, 65536);
+    out->max_body_bytes = read_uint(ctx, obj, &p, "max_body_bytes", 0, MAX_SAFE_INT, 16777216);
+    out->idle_timeout_ms = read_duration(ctx, obj, &p, "idle_timeout", 1, 60000);
+    out->drain_timeout_ms = read_duration(ctx, obj, &p, "drain_timeout", 0, 30000);
+    out->header_timeout_ms = read_duration(ctx, obj, &p, "header_timeout", 1, 10000);
+    out->max_connections = read_uint(ctx, obj, &p, "max_connections", 1, 10000000, 10000);
+    out->buffer_bytes = read_uint(ctx, obj, &p, "buffer_bytes", 4096, 16777216, 65536);
+    out->max_idle_upstream = read_uint(ctx, obj, &p, "max_idle_upstream", 0, 65536, 64);
+    out->max_pipelined = read_uint(ctx, obj, &p, "max_pipelined", 1, 1024, 16);
+}
+
+static void parse_workers(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
+{
+    uint64_t workers = read_uint(ctx, root, at, "workers", 0, MAX_WORKERS, 0);
+    if (workers == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        workers = cpus < 1 ? 1 : cpus > MAX_WORKERS ? MAX_WORKERS : (uint64_t)cpus;
+    }
+    cfg->workers = (uint32_t)workers;
+}
+
+/* ---- clusters ------------------------------------------------------------ */
+
+static void parse_endpoint(parse_ctx_t *ctx, const cJSON *item, const jpath_t *at, veer_endpoint_config_t *out)
+{
+    char got[64], host[256];
+    struct in_addr v4;
+    struct in6_addr v6;
+    bool bracketed;
+    if (!cJSON_IsString(item)) {
+        add_error(ctx, at, "expected a \"host:port\" string, got %s", describe(item, got, sizeof got));
+        return;
+    }
+    if (split_host_port(item->valuestring, host, sizeof host, &out->port, &bracketed) != 0) {
+        add_error(ctx, at, "invalid endpoint %s " ENDPOINT_HINT, describe(item, got, sizeof got));
+        return;
+    }
+    if (bracketed)
+        out->is_literal = inet_pton(AF_INET6, host, &v6) == 1;
+    else
+        out->is_literal = inet_pton(AF_INET, host, &v4) == 1;
+    if (!out->is_literal && (bracketed || !valid_dns_name(host))) {
+        add_error(ctx, at, "invalid host in endpoint %s " ENDPOINT_HINT, describe(item, got, sizeof got));
+        return;
+    }
+    out->host = dup_string(ctx, at, host);
+}
+
+static void parse_endpoints(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, veer_cluster_config_t *out)
+{
+    const cJSON *array = read_array(ctx, obj, at, "endpoints", F_REQUIRED);
+    jpath_t p = path_key(at, "endpoints");
+    if (!array)
+        return;
+    out->endpoints = alloc_items(ctx, &p, array, sizeof *out->endpoints, &out->endpoint_count);
+    if (!out->endpoints)
+        return;
+    size_t i = 0;
+    for (const cJSON *item = array->child; item; item = item->next, i++) {
+        jpath_t ip = path_index(&p, i);
+        veer_endpoint_config_t *ep = &out->endpoints[i];
+        parse_endpoint(ctx, item, &ip, ep);
+        for (size_t j = 0; ep->host && j < i; j++) {
+            const veer_endpoint_config_t *prev = &out->endpoints[j];
+            if (prev->host && prev->port == ep->port && strcmp(prev->host, ep->host) == 0)
+                add_error(ctx, &ip, "duplicate endpoint \"%s\" (also endpoints[%zu])", item->valuestring, j);
+        }
+    }
+}
+
+static veer_tls_cluster_config_t *parse_cluster_tls(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at,
+                                                    bool required)
+{
+    static const char *const keys[] = {"ca", "sni", "cert", "key", "insecure_skip_verify", NULL};
+    const cJSON *tls = read_object(ctx, obj, at, "tls", F_NULLABLE, keys);
+    jpath_t p = path_key(at, "tls");
+    if (!tls && !required)
+        return NULL;
+    veer_tls_cluster_config_t *out = alloc_zeroed(ctx, &p, sizeof *out);
+    if (!out)
+        return NULL;
+    out->ca = read_string(ctx, tls, &p, "ca", F_NULLABLE, NULL);
+    out->sni = read_string(ctx, tls, &p, "sni", F_NULLABLE, NULL);
+    out->cert = read_string(ctx, tls, &p, "cert", F_NULLABLE, NULL);
+    out->key = read_string(ctx, tls, &p, "key", F_NULLABLE, NULL);
+    out->insecure_skip_verify = read_bool(ctx, tls, &p, "insecure_skip_verify", false);
+    if (!out->cert != !out->key) {
+        jpath_t kp = path_key(&p, out->cert ? "key" : "cert");
+        add_error(ctx, &kp, "required when %s is set (a client certificate needs both cert and key)",
+                  out->cert ? "cert" : "key");
+    }
+    return out;
+}
+
+static veer_health_check_config_t *parse_health_check(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at)
+{
+    static const char *const keys[] = {"path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold",
+                                       NULL};
+    const cJSON *hc = read_object(ctx, obj, at, "health_check", F_NULLABLE, keys);
+    if (!hc)
+        return NULL;
+    jpath_t p = path_key(at, "health_check");
+    veer_health_check_config_t *out = alloc_zeroed(ctx, &p, sizeof *out);
+    if (!out)
+        return NULL;
+    jpath_t path_path = path_key(&p, "path");
+    out->path = read_string(ctx, hc, &p, "path", F_REQUIRED, NULL);
+    if (out->path && out->path[0] != '/')
+        add_error(ctx, &path_path, "must start with '/', got \"%s\"", out->path);
+    out->interval_ms = read_duration(ctx, hc, &p, "interval", 1, 5000);
+    out->timeout_ms = read_duration(ctx, hc, &p, "timeout", 1, 1000);
+    out->healthy_threshold = (uint32_t)read_uint(ctx, hc, &p, "healthy_threshold", 1, 1000, 2);
+    out->unhealthy_threshold = (uint32_t)read_uint(ctx, hc, &p, "unhealthy_threshold", 1, 1000, 3);
+    if (out->timeout_ms >= out->interval_ms) {
+        char interval[32];
+        jpath_t tp = path_key(&p, "timeout");
+        add_error(ctx, &tp, "must be shorter than interval (%s)", format_ms(out->interval_ms, interval, sizeof interval));
+    }
+    return out;
+}
+
+static veer_outlier_config_t *parse_outlier(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at)
+{
+    static const char *const keys[] = {"consecutive_5xx", "consecutive_gateway_failure", "interval",
+                                       "base_ejection_time", "max_ejection_time", "max_ejection_percent",
+                                       "success_rate_minimum_hosts", "success_rate_request_volume",
+                                       "success_rate_stdev_factor", NULL};
+    const cJSON *od = read_object(ctx, obj, at, "outlier_detection", F_NULLABLE, keys);
+    if (!od)
+        return NULL;
+    jpath_t p = path_key(at, "outlier_detection");
+    veer_outlier_config_t *out = alloc_zeroed(ctx, &p, sizeof *out);
+    if (!out)
+        return NULL;
+    out->consecutive_5xx = (uint32_t)read_uint(ctx, od, &p, "consecutive_5xx", 0, 1000000, 5);
+    out->consecutive_gateway_failure = (uint32_t)read_uint(ctx, od, &p, "consecutive_gateway_failure", 0, 1000000, 5);
+    out->interval_ms = read_duration(ctx, od, &p, "interval", 1, 10000);
+    out->base_ejection_time_ms = read_duration(ctx, od, &p, "base_ejection_time", 1, 30000);
+    out->max_ejection_time_ms = read_duration(ctx, od, &p, "max_ejection_time", 1, 300000);
+    out->max_ejection_percent = (uint32_t)read_uint(ctx, od, &p, "max_ejection_percent", 0, 100, 10);
+    out->success_rate_minimum_hosts = (uint32_t)read_uint(ctx, od, &p, "success_rate_minimum_hosts", 0, 1000000, 5);
+    out->success_rate_request_volume =
+        (uint32_t)read_uint(ctx, od, &p, "success_rate_request_volume", 1, 1000000000, 100);
+    out->success_rate_stdev_factor = read_number(ctx, od, &p, "success_rate_stdev_factor", 0, true, 100, 1.9);
+    if (out->max_ejection_time_ms < out->base_ejection_time_ms) {
+        char base[32];
+        jpath_t mp = path_key(&p, "max_ejection_time");
+        add_error(ctx, &mp, "must not be shorter than base_ejection_time (%s)",
+                  format_ms(out->base_ejection_time_ms, base, sizeof base));
+    }
+    return out;
+}
+
+static void parse_breakers(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, veer_breaker_config_t *out)
+{
+    static const char *const keys[] = {"max_connections", "max_pending_requests", "max_requests", "max_retries",
+                                       NULL};
+    const cJSON *cb = read_object(ctx, obj, at, "circuit_breakers", 0, keys);
+    jpath_t p = path_key(at, "circuit_breakers");
+    out->max_connections = (uint32_t)read_uint(ctx, cb, &p, "max_connections", 1, 10000000, 1024);
+    out->max_pending_requests = (uint32_t)read_uint(ctx, cb, &p, "max_pending_requests", 0, 10000000, 1024);
+    out->max_requests = (uint32_t)read_uint(ctx, cb, &p, "max_requests", 1, 10000000, 1024);
+    out->max_retries = (uint32_t)read_uint(ctx, cb, &p, "max_retries", 0, 10000000, 3);
+}
+
+static void parse_cluster(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, veer_cluster_config_t *out)
+{
+    static const char *const keys[] = {"endpoints", "dns_refresh", "protocol", "lb", "connect_timeout", "tls",
+                                       "health_check", "outlier_detection", "circuit_breakers", NULL};
+    static const char *const protocols[] = {"http1", "h2c", "h2", NULL};
+    static const char *const lbs[] = {"least_request", "round_robin", NULL};
+    if (!expect_object(ctx, obj, at, keys))
+        return;
+    parse_endpoints(ctx, obj, at, out);
+    out->dns_refresh_ms = read_duration(ctx, obj, at, "dns_refresh", 100, 5000);
+    out->protocol = (veer_upstream_proto_t)read_enum(ctx, obj, at, "protocol", protocols, VEER_PROTO_HTTP1);
+    out->lb = (veer_lb_t)read_enum(ctx, obj, at, "lb", lbs, VEER_LB_LEAST_REQUEST);
+    out->connect_timeout_ms = read_duration(ctx, obj, at, "connect_timeout", 1, 1000);
+    out->tls = parse_cluster_tls(ctx, obj, at, out->protocol == VEER_PROTO_H2);
+    out->health_check = parse_health_check(ctx, obj, at);
+    out->outlier_detection = parse_outlier(ctx, obj, at);
+    parse_breakers(ctx, obj, at, &out->circuit_breakers);
+}
+
+/* Names first (so routes can refer to a cluster whose body has errors without
+ * a second, misleading error), then each cluster's body. */
+static void parse_clusters(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
+{
+    const cJSON *obj = read_object(ctx, root, at, "clusters", F_REQUIRED, NULL);
+    jpath_t p = path_key(at, "clusters");
+    if (!obj)
+        return;
+    if (!obj->child) {
+        add_error(ctx, &p, "expected at least one cluster, got an empty object");
+        return;
+    }
+    cfg->clusters = alloc_items(ctx, &p, obj, sizeof *cfg->clusters, &cfg->cluster_count);
+    if (!cfg->clusters)
+        return;
+    size_t i = 0;
+    for (const cJSON *item = obj->child; item; item = item->next, i++) {
+        jpath_t cp = path_key(&p, item->string);
+        if (seen_before(obj, item))
+            add_error(ctx, &cp, "duplicate cluster name");
+        else
+            check_name(ctx, &cp, item->string);
+        /* kept even when invalid: routes naming it get no second error */
+        cfg->clusters[i].name = dup_string(ctx, &cp, item->string);
+    }
+    i = 0;
+    for (const cJSON *item = obj->child; item; item = item->next, i++) {
+        jpath_t cp = path_key(&p, item->string);
+        parse_cluster(ctx, item, &cp, &cfg->clusters[i]);
+    }
+}
+
+/* ---- routes -------------------------------------------------------------- */
+
+/* The index of the cluster named by obj[key], or -1 (reported). */
+static int read_cluster_ref(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON *obj, const jpath_t *at,
+                            const char *key)
+{
+    const cJSON *item = lookup(obj, key);
+    jpath_t p = path_key(at, key);
+    char got[64];
+    if (!item) {
+        add_error(ctx, &p, "required key is missing");
+        return -1;
+    }
+    if (!cJSON_IsString(item)) {
+        add_error(ctx, &p, "expected a cluster name, got %s", describe(item, got, sizeof got));
+        return -1;
+    }
+    int index = veer_config_cluster_index(cfg, item->valuestring);
+    if (index < 0 && cfg->cluster_count > 0)
+        add_error(ctx, &p, "unknown cluster %s", describe(item, got, sizeof got));
+    return index;
+}
+
+static void parse_header_match(parse_ctx_t *ctx, const cJSON *item, const jpath_t *at, veer_header_match_t *out)
+{
+    static const char *const keys[] = {"name", "exact", "prefix", "present", NULL};
+    if (!expect_object(ctx, item, at, keys))
+        return;
+    jpath_t name_path = path_key(at, "name");
+    out->name = read_string(ctx, item, at, "name", F_REQUIRED, NULL);
+    if (out->name && !is_token(out->name))
+        add_error(ctx, &name_path, "invalid header name \"%s\"", out->name);
+    else if (out->name)
+        to_lower(out->name);
+    out->name_len = out->name ? strlen(out->name) : 0;
+    int kinds = !!lookup(item, "exact") + !!lookup(item, "prefix") + !!lookup(item, "present");
+    if (kinds != 1) {
+        add_error(ctx, at, "expected exactly one of \"exact\", \"prefix\" or \"present\"");
+        return;
+    }
+    if (lookup(item, "present")) {
+        out->kind = VEER_HDR_MATCH_PRESENT;
+        if (!read_bool(ctx, item, at, "present", true)) {
+            jpath_t pp = path_key(at, "present");
+            add_error(ctx, &pp, "must be true (matching an absent header is not supported)");
+        }
+        return;
+    }
+    out->kind = lookup(item, "exact") ? VEER_HDR_MATCH_EXACT : VEER_HDR_MATCH_PREFIX;
+    out->value = read_string(ctx, item, at, out->kind == VEER_HDR_MATCH_EXACT ? "exact" : "prefix", F_ALLOW_EMPTY,
+                             NULL);
+    out->value_len = out->value ? strlen(out->value) : 0;
+}
+
+static void parse_match_headers(parse_ctx_t *ctx, const cJSON *match, const jpath_t *at, veer_route_match_t *out)
+{
+    const cJSON *array = read_array(ctx, match, at, "headers", F_NULLABLE | F_ALLOW_EMPTY);
+    jpath_t p = path_key(at, "headers");
+    if (!array)
+        return;
+    out->headers = alloc_items(ctx, &p, array, sizeof *out->headers, &out->header_count);
+    size_t i = 0;
+    for (const cJSON *item = array->child; out->headers && item; item = item->next, i++) {
+        jpath_t ip = path_index(&p, i);
+        parse_header_match(ctx, item, &ip, &out->headers[i]);
+    }
+}
+
+static char *read_match_path(parse_ctx_t *ctx, const cJSON *match, const jpath_t *at, const char *key)
+{
+    jpath_t p = path_key(at, key);
+    char *path = read_string(ctx, match, at, key, F_NULLABLE, NULL);
+    if (path && path[0] != '/')
+        add_error(ctx, &p, "must start with '/', got \"%s\"", path);
+    return path;
+}
+
+static void parse_match(parse_ctx_t *ctx, const cJSON *route, const jpath_t *at, veer_route_match_t *out)
+{
+    static const char *const keys[] = {"host", "path_prefix", "path", "method", "headers", NULL};
+    const cJSON *match = read_object(ctx, route, at, "match", F_NULLABLE, keys);
+    if (!match)
+        return;
+    jpath_t p = path_key(at, "match");
+    jpath_t host_path = path_key(&p, "host"), method_path = path_key(&p, "method");
+    out->host = read_string(ctx, match, &p, "host", F_NULLABLE, NULL);
+    if (out->host) {
+        const char *bracket = strrchr(out->host, ']');
+        if (strchr(bracket ? bracket : out->host, ':'))
+            add_error(ctx, &host_path, "must not contain a port (the request's port is ignored), got \"%s\"",
+                      out->host);
+        to_lower(out->host);
+    }
+    out->path_prefix = read_match_path(ctx, match, &p, "path_prefix");
+    out->path_exact = read_match_path(ctx, match, &p, "path");
+    if (out->path_prefix && out->path_exact)
+        add_error(ctx, &p, "\"path\" and \"path_prefix\" are mutually exclusive");
+    out->method = read_string(ctx, match, &p, "method", F_NULLABLE, NULL);
+    if (out->method && !is_token(out->method))
+        add_error(ctx, &method_path, "invalid method \"%s\"", out->method);
+    else if (out->method)
+        to_upper(out->method);
+    parse_match_headers(ctx, match, &p, out);
+}
+
+static void parse_split(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON *route, const jpath_t *at,
+                        veer_route_config_t *out)
+{
+    static const char *const keys[] = {"cluster", "weight", NULL};
+    const cJSON *array = read_array(ctx, route, at, "split", F_REQUIRED);
+    jpath_t p = path_key(at, "split");
+    if (!array)
+        return;
+    out->split = alloc_items(ctx, &p, array, sizeof *out->split, &out->split_count);
+    if (!out->split)
+        return;
+    size_t errors_before = ctx->error_count, i = 0;
+    uint64_t sum = 0;
+    for (const cJSON *item = array->child; item; item = item->next, i++) {
+        jpath_t ip = path_index(&p, i);
+        veer_split_t *s = &out->split[i];
+        s->cluster = -1;
+        if (!expect_object(ctx, item, &ip, keys))
+            continue;
+        s->cluster = read_cluster_ref(ctx, cfg, item, &ip, "cluster");
+        for (size_t j = 0; s->cluster >= 0 && j < i; j++) {
+            if (out->split[j].cluster == s->cluster) {
+                jpath_t cp = path_key(&ip, "cluster");
+                add_error(ctx, &cp, "cluster \"%s\" appears more than once (also split[%zu])",
+                          cfg->clusters[s->cluster].name, j);
+            }
+        }
+        if (!lookup(item, "weight")) {
+            jpath_t wp = path_key(&ip, "weight");
+            add_error(ctx, &wp, "required key is missing");
+        }
+        s->weight = (uint32_t)read_uint(ctx, item, &ip, "weight", 0, 1000000, 0);
+        sum += s->weight;
+    }
+    if (sum == 0 && ctx->error_count == errors_before)
+        add_error(ctx, &p, "all weights are 0 (at least one cluster needs a positive weight)");
+}
+
+static void parse_override(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON *item, const jpath_t *at,
+                           veer_override_t *out)
+{
+    static const char *const keys[] = {"header", "cookie", "equals", "cluster", NULL};
+    if (!expect_object(ctx, item, at, keys))
+        return;
+    bool has_header = lookup(item, "header"), has_cookie = lookup(item, "cookie");
+    if (has_header == has_cookie) {
+        add_error(ctx, at, "expected exactly one of \"header\" or \"cookie\"");
+    } else {
+        const char *key = has_header ? "header" : "cookie";
+        jpath_t kp = path_key(at, key);
+        out->kind = has_header ? VEER_KEY_HEADER : VEER_KEY_COOKIE;
+        out->name = read_string(ctx, item, at, key, 0, NULL);
+        if (out->name && !is_token(out->name))
+            add_error(ctx, &kp, "invalid %s name \"%s\"", key, out->name);
+        else if (out->name && has_header)
+            to_lower(out->name);
+        out->name_len = out->name ? strlen(out->name) : 0;
+    }
+    out->equals = read_string(ctx, item, at, "equals", F_REQUIRED | F_ALLOW_EMPTY, NULL);
+    out->equals_len = out->equals ? strlen(out->equals) : 0;
+    out->cluster = read_cluster_ref(ctx, cfg, item, at, "cluster");
+}
+
+static void parse_overrides(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON *route, const jpath_t *at,
+                            veer_route_config_t *out)
+{
+    const cJSON *array = read_array(ctx, route, at, "overrides", F_NULLABLE | F_ALLOW_EMPTY);
+    jpath_t p = path_key(at, "overrides");
+    if (!array)
+        return;
+    out->overrides = alloc_items(ctx, &p, array, sizeof *out->overrides, &out->override_count);
+    size_t i = 0;
+    for (const cJSON *item = array->child; out->overrides && item; item = item->next, i++) {
+        jpath_t ip = path_index(&p, i);
+        out->overrides[i].cluster = -1;
+        parse_override(ctx, cfg, item, &ip, &out->overrides[i]);
+    }
+}
+
+static void parse_sticky(parse_ctx_t *ctx, const cJSON *route, const jpath_t *at, veer_sticky_t *out)
+{
+    static const char *const keys[] = {"header", "cookie", "client_address", NULL};
+    const cJSON *sticky = read_object(ctx, route, at, "sticky", F_NULLABLE, keys);
+    if (!sticky)
+        return;
+    jpath_t p = path_key(at, "sticky");
+    int kinds = !!lookup(sticky, "header") + !!lookup(sticky, "cookie") + !!lookup(sticky, "client_address");
+    if (kinds != 1) {
+        add_error(ctx, &p, "expected exactly one of \"header\", \"cookie\" or \"client_address\"");
+        return;
+    }
+    out->enabled = true;
+    if (lookup(sticky, "client_address")) {
+        out->kind = VEER_KEY_CLIENT_ADDR;
+        if (!read_bool(ctx, sticky, &p, "client_address", true)) {
+            jpath_t cp = path_key(&p, "client_address");
+            add_error(ctx, &cp, "must be true (omit \"sticky\" to disable it)");
+        }
+        return;
+    }
+    const char *key = lookup(sticky, "header") ? "header" : "cookie";
+    jpath_t kp = path_key(&p, key);
+    out->kind = strcmp(key, "header") == 0 ? VEER_KEY_HEADER : VEER_KEY_COOKIE;
+    out->name = read_string(ctx, sticky, &p, key, 0, NULL);
+    if (out->name && !is_token(out->name))
+        add_error(ctx, &kp, "invalid %s name \"%s\"", key, out->name);
+    else if (out->name && out->kind == VEER_KEY_HEADER)
+        to_lower(out->name);
+    out->name_len = out->name ? strlen(out->name) : 0;
+}
+
+static uint32_t parse_retry_on(parse_ctx_t *ctx, const cJSON *retry, const jpath_t *at)
+{
+    static const char *const names[] = {"connect-failure", "reset", "refused-stream", "5xx", "gateway-error", "503",
+                                        "timeout", NULL};
+    const cJSON *array = read_array(ctx, retry, at, "on", F_ALLOW_EMPTY);
+    jpath_t p = path_key(at, "on");
+    if (!lookup(retry, "on"))
+        return VEER_RETRY_ON_CONNECT_FAILURE | VEER_RETRY_ON_REFUSED_STREAM;
+    uint32_t bits = 0;
+    size_t i = 0;
+    for (const cJSON *item = array ? array->child : NULL; item; item = item->next, i++) {
+        jpath_t ip = path_index(&p, i);
+        int bit = -1;
+        for (int n = 0; cJSON_IsString(item) && names[n]; n++)
+            if (strcmp(item->valuestring, names[n]) == 0)
+                bit = n;
+        char got[64];
+        if (bit < 0)
+            add_error(ctx, &ip, "unknown retry condition %s (expected one of: connect-failure, reset, "
+                      "refused-stream, 5xx, gateway-error, 503, timeout)", describe(item, got, sizeof got));
+        else
+            bits |= 1u << bit;
+    }
+    return bits;
+}
+
+static void parse_retry(parse_ctx_t *ctx, const cJSON *route, const jpath_t *at, veer_retry_config_t *out)
+{
+    static const char *const keys[] = {"attempts", "on", "per_try_timeout", "budget_percent", NULL};
+    const cJSON *retry = read_object(ctx, route, at, "retry", 0, keys);
+    jpath_t p = path_key(at, "retry");
+    out->attempts = (uint32_t)read_uint(ctx, retry, &p, "attempts", 1, 10, 1);
+    out->on = parse_retry_on(ctx, retry, &p);
+    out->per_try_timeout_ms = read_duration(ctx, retry, &p, "per_try_timeout", 0, 0);
+    out->budget_percent = (uint32_t)read_uint(ctx, retry, &p, "budget_percent", 0, 100, 20);
+}
+
+static char *read_webhook(parse_ctx_t *ctx, const cJSON *hooks, const jpath_t *at, const char *key)
+{
+    jpath_t p = path_key(at, key);
+    char *url = read_string(ctx, hooks, at, key, F_NULLABLE, NULL);
+    if (url && strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+        add_error(ctx, &p, "expected an http:// or https:// URL, got \"%s\"", url);
+    return url;
+}
+
+static void parse_canary_refs(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON *obj, const jpath_t *at,
+                              veer_canary_config_t *out)
+{
+    out->stable = read_cluster_ref(ctx, cfg, obj, at, "stable");
+    out->canary = read_cluster_ref(ctx, cfg, obj, at, "canary");
+    if (out->stable >= 0 && out->stable == out->canary) {
+        jpath_t p = path_key(at, "canary");
+        add_error(ctx, &p, "must differ from stable (\"%s\")", cfg->clusters[out->stable].name);
+    }
+}
+
+static veer_canary_config_t *parse_canary(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON *route,
+                                          const jpath_t *at)
+{
+    static const char *const keys[] = {"stable", "canary", "mode", "interval", "step_weight", "max_weight",
+                                       "threshold", "min_requests", "success_rate_min", "p99_max",
+                                       "compare_to_stable", "webhooks", NULL};
+    static const char *const modes[] = {"progressive", "blue_green", "ab", NULL};
+    static const char *const hook_keys[] = {"promoted", "rolled_back", NULL};
+    const cJSON *obj = read_object(ctx, route, at, "canary", F_NULLABLE, keys);
+    if (!obj)
+        return NULL;
+    jpath_t p = path_key(at, "canary");
+    veer_canary_config_t *out = alloc_zeroed(ctx, &p, sizeof *out);
+    if (!out)
+        return NULL;
+    parse_canary_refs(ctx, cfg, obj, &p, out);
+    out->mode = (veer_canary_mode_t)read_enum(ctx, obj, &p, "mode", modes, VEER_CANARY_PROGRESSIVE);
+    out->interval_ms = read_duration(ctx, obj, &p, "interval", 100, 30000);
+    out->step_weight = (uint32_t)read_uint(ctx, obj, &p, "step_weight", 1, 100, 10);
+    out->max_weight = (uint32_t)read_uint(ctx, obj, &p, "max_weight", 1, 100, 50);
+    out->threshold = (uint32_t)read_uint(ctx, obj, &p, "threshold", 1, 1000, 5);
+    out->min_requests = (uint32_t)read_uint(ctx, obj, &p, "min_requests", 0, 1000000000, 100);
+    out->success_rate_min = read_number(ctx, obj, &p, "success_rate_min", 0, false, 100, 99.0);
+    out->p99_max_ms = read_duration(ctx, obj, &p, "p99_max", 1, 500);
+    out->compare_to_stable = read_bool(ctx, obj, &p, "compare_to_stable", true);
+    if (out->step_weight > out->max_weight) {
+        jpath_t sp = path_key(&p, "step_weight");
+        add_error(ctx, &sp, "must not exceed max_weight (%" PRIu32 ")", out->max_weight);
+    }
+    const cJSON *hooks = read_object(ctx, obj, &p, "webhooks", F_NULLABLE, hook_keys);
+    jpath_t hp = path_key(&p, "webhooks");
+    out->webhook_promoted = read_webhook(ctx, hooks, &hp, "promoted");
+    out->webhook_rolled_back = read_webhook(ctx, hooks, &hp, "rolled_back");
+    return out;
+}
+
+static void parse_route(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON *item, const jpath_t *at,
+                        veer_route_config_t *out)
+{
+    static const char *const keys[] = {"name", "match", "split", "overrides", "sticky", "timeout", "retry",
+                                       "canary", NULL};
+    if (!expect_object(ctx, item, at, keys))
+        return;
+    jpath_t name_path = path_key(at, "name");
+    out->name = read_string(ctx, item, at, "name", F_REQUIRED, NULL);
+    if (out->name && !check_name(ctx, &name_path, out->name)) {
+        free(out->name);
+        out->name = NULL;
+    }
+    parse_match(ctx, item, at, &out->match);
+    parse_split(ctx, cfg, item, at, out);
+    parse_overrides(ctx, cfg, item, at, out);
+    parse_sticky(ctx, item, at, &out->sticky);
+    out->timeout_ms = read_duration(ctx, item, at, "timeout", 0, 15000);
+    parse_retry(ctx, item, at, &out->retry);
+    out->canary = parse_canary(ctx, cfg, item, at);
+}
+
+static void parse_routes(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
+{
+    const cJSON *array = read_array(ctx, root, at, "routes", F_REQUIRED);
+    jpath_t p = path_key(at, "routes");
+    if (!array)
+        return;
+    cfg->routes = alloc_items(ctx, &p, array, sizeof *cfg->routes, &cfg->route_count);
+    if (!cfg->routes)
+        return;
+    size_t i = 0;
+    for (const cJSON *item = array->child; item; item = item->next, i++) {
+        jpath_t ip = path_index(&p, i);
+        veer_route_config_t *r = &cfg->routes[i];
+        parse_route(ctx, cfg, item, &ip, r);
+        for (size_t j = 0; r->name && j < i; j++) {
+            if (cfg->routes[j].name && strcmp(cfg->routes[j].name, r->name) == 0) {
+                jpath_t np = path_key(&ip, "name");
+                add_error(ctx, &np, "duplicate route name \"%s\" (also routes[%zu])", r->name, j);
+            }
+        }
+    }
+}
+
+/* ---- document ------------------------------------------------------------ */
+
+static void build_config(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root)
+{
+    static const char *const keys[] = {"workers", "listeners", "admin", "state_file", "access_log", "limits",
+                                       "clusters", "routes", NULL};
+    jpath_t at = {{0}};
+    char got[64];
+    if (!cJSON_IsObject(root)) {
+        add_error(ctx, NULL, "the config must be a JSON object, got %s", describe(root, got, sizeof got));
+        return;
+    }
+    check_keys(ctx, root, &at, keys);
+    parse_workers(ctx, cfg, root, &at);
+    parse_listeners(ctx, cfg, root, &at);
+    parse_admin(ctx, cfg, root, &at);
+    cfg->state_file = read_string(ctx, root, &at, "state_file", F_NULLABLE, NULL);
+    parse_access_log(ctx, cfg, root, &at);
+    parse_limits(ctx, cfg, root, &at);
+    parse_clusters(ctx, cfg, root, &at);
+    parse_routes(ctx, cfg, root, &at);
+}
+
+static void line_column(const char *text, size_t len, size_t offset, size_t *line, size_t *column)
+{
+    *line = 1;
+    *column = 1;
+    for (size_t i = 0; i < offset && i < len; i++) {
+        (*column)++;
+        if (text[i] == '\n') {
+            (*line)++;
+            *column = 1;
+        }
+    }
+}
+
+static void report_syntax_error(parse_ctx_t *ctx, const char *text, size_t len, size_t offset)
+{
+    size_t line, column;
+    line_column(text, len, offset, &line, &column);
+    size_t snippet = 0;
+    while (offset + snippet < len && snippet < 20 && text[offset + snippet] != '\n' && text[offset + snippet] != '\r')
+        snippet++;
+    if (offset >= len || snippet == 0)
+        add_error(ctx, NULL, "line %zu, column %zu: invalid JSON: unexpected end of input", line, column);
+    else
+        add_error(ctx, NULL, "line %zu, column %zu: invalid JSON near `%.*s`", line, column, (int)snippet,
+                  text + offset);
+}
+
+/* cJSON wants a NUL-terminated buffer to reject trailing garbage. */
+static cJSON *parse_json(parse_ctx_t *ctx, const char *text, size_t len)
+{
+    const char *nul = memchr(text, '\0', len);
+    if (nul) {
+        size_t line, column;
+        line_column(text, len, (size_t)(nul - text), &line, &column);
+        add_error(ctx, NULL, "line %zu, column %zu: invalid JSON: a NUL byte", line, column);
+        return NULL;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy) {
+        add_oom(ctx, NULL);
+        return NULL;
+    }
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(copy, len + 1, &end, 1);
+    if (!root)
+        report_syntax_error(ctx, text, len, end && end >= copy ? (size_t)(end - copy) : 0);
+    free(copy);
+    return root;
+}
+
+veer_config_t *veer_config_parse(const char *json_text, size_t len, veer_config_errors_t *errs)
+{
+    veer_config_errors_t local = {0};
+    parse_ctx_t ctx = {errs ? errs : &local, 0};
+    veer_config_t *cfg = NULL;
+    cJSON *root = json_text ? parse_json(&ctx, json_text, len) : NULL;
+    if (!json_text)
+        add_error(&ctx, NULL, "no config text");
+    if (root) {
+        cfg = calloc(1, sizeof *cfg);
+        if (cfg) {
+            cfg->json = root;
+            build_config(&ctx, cfg, root);
+        } else {
+            add_oom(&ctx, NULL);
+            cJSON_Delete(root);
+        }
+    }
+    if (ctx.error_count) {
+        veer_config_free(cfg);
+        cfg = NULL;
+    }
+    veer_config_errors_clear(&local);
+    return cfg;
+}
+
+/* Reads the whole file (a pipe or /dev/stdin too), at most MAX_FILE_BYTES. */
+static char *read_file(parse_ctx_t *ctx, const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        add_error(ctx, NULL, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 0, used = 0;
+    char *buf = NULL;
+    for (;;) {
+        if (used == cap) {
+            size_t new_cap = cap ? cap * 2 : 65536;
+            char *grown = used < MAX_FILE_BYTES ? realloc(buf, new_cap) : NULL;
+            if (!grown) {
+                add_error(ctx, NULL, "%s: %s", path, used < MAX_FILE_BYTES ? "out of memory" : "file too large");
+                break;
+            }
+            buf = grown;
+            cap = new_cap;
+        }
+        size_t n = fread(buf + used, 1, cap - used, f);
+        used += n;
+        if (n == 0)
+            break;
+    }
+    if (ferror(f))
+        add_error(ctx, NULL, "%s: read error: %s", path, strerror(errno));
+    fclose(f);
+    *len = used;
+    return buf;
+}
+
+veer_config_t *veer_config_load(const char *path, veer_config_errors_t *errs)
+{
+    veer_config_errors_t local = {0};
+    parse_ctx_t ctx = {errs ? errs : &local, 0};
+    size_t len = 0;
+    char *text = path ? read_file(&ctx, path, &len) : NULL;
+    if (!path)
+        add_error(&ctx, NULL, "no config file given");
+    veer_config_t *cfg = NULL;
+    if (ctx.error_count == 0)
+        cfg = veer_config_parse(text, len, ctx.errs);
+    free(text);
+    if (cfg) {
+        cfg->path = strdup(path);
+        if (!cfg->path) {
+            add_error(&ctx, NULL, "%s: out of memory", path);
+            veer_config_free(cfg);
+            cfg = NULL;
+        }
+    }
+    veer_config_errors_clear(&local);
+    return cfg;
+}
+
+/* ---- lookups and free ---------------------------------------------------- */
+
+int veer_config_cluster_index(const veer_config_t *cfg, const char *name)
+{
+    for (size_t i = 0; cfg && name && i < cfg->cluster_count; i++)
+        if (cfg->clusters[i].name && strcmp(cfg->clusters[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+int veer_config_route_index(const veer_config_t *cfg, const char *name)
+{
+    for (size_t i = 0; cfg && name && i < cfg->route_count; i++)
+        if (cfg->routes[i].name && strcmp(cfg->routes[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void free_listener(veer_listener_config_t *l)
+{
+    free(l->name);
+    free(l->address);
+    if (l->tls) {
+        free(l->tls->cert);
+        free(l->tls->key);
+        for (size_t i = 0; i < l->tls->alpn_count; i++)
+            free(l->tls->alpn[i]);
+        free(l->tls->alpn);
+        free(l->tls->client_ca);
+        free(l->tls);
+    }
+}
+
+static void free_cluster(veer_cluster_config_t *c)
+{
+    free(c->name);
+    for (size_t i = 0; i < c->endpoint_count; i++)
+        free(c->endpoints[i].host);
+    free(c->endpoints);
+    if (c->tls) {
+        free(c->tls->ca);
+        free(c->tls->sni);
+        free(c->tls->cert);
+        free(c->tls->key);
+        free(c->tls);
+    }
+    if (c->health_check)
+        free(c->health_check->path);
+    free(c->health_check);
+    free(c->outlier_detection);
+}
+
+static void free_route(veer_route_config_t *r)
+{
+    free(r->name);
+    free(r->match.host);
+    free(r->match.path_prefix);
+    free(r->match.path_exact);
+    free(r->match.method);
+    for (size_t i = 0; i < r->match.header_count; i++) {
+        free(r->match.headers[i].name);
+        free(r->match.headers[i].value);
+    }
+    free(r->match.headers);
+    free(r->split);
+    for (size_t i = 0; i < r->override_count; i++) {
+        free(r->overrides[i].name);
+        free(r->overrides[i].equals);
+    }
+    free(r->overrides);
+    free(r->sticky.name);
+    if (r->canary) {
+        free(r->canary->webhook_promoted);
+        free(r->canary->webhook_rolled_back);
+    }
+    free(r->canary);
+}
+
+void veer_config_free(veer_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < cfg->listener_count; i++)
+        free_listener(&cfg->listeners[i]);
+    free(cfg->listeners);
+    free(cfg->admin.address);
+    free(cfg->admin.token_file);
+    free(cfg->state_file);
+    free(cfg->access_log.path);
+    for (size_t i = 0; i < cfg->cluster_count; i++)
+        free_cluster(&cfg->clusters[i]);
+    free(cfg->clusters);
+    for (size_t i = 0; i < cfg->route_count; i++)
+        free_route(&cfg->routes[i]);
+    free(cfg->routes);
+    cJSON_Delete(cfg->json);
+    free(cfg->path);
+    free(cfg);
+}

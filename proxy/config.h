@@ -245,7 +245,12 @@ int veer_sockaddr_parse(const char *text, struct sockaddr_storage *out, socklen_
 
 /* Parse and validate. On any error returns NULL and fills errs with every
  * error found (each with its JSON path, e.g. `routes[2].split[1].cluster:
- * unknown cluster "gren"`). The caller frees errs with veer_config_errors_clear. */
+ * unknown cluster "gren"`). The caller frees errs with veer_config_errors_clear.
+ * errs must be zeroed (or cleared) before the call: errors are appended. It may
+ * be NULL when only success matters. A JSON syntax error reads "line L, column
+ * C: invalid JSON near `...`"; a file that cannot be read, "PATH: cannot open:
+ * REASON". json_text need not be NUL-terminated. Allocation failures are
+ * reported as errors ("out of memory"), never abort. */
 veer_config_t *veer_config_parse(const char *json_text, size_t len, veer_config_errors_t *errs);
 veer_config_t *veer_config_load(const char *path, veer_config_errors_t *errs);
 void veer_config_free(veer_config_t *cfg);
