@@ -20,11 +20,20 @@ bool veer_header_value_valid(veer_iov_t value);
 
 /* Remove, in place and keeping order, every hop-by-hop field and every field
  * named by a Connection header's comma-separated tokens (case-insensitive).
- * Returns the new count. Sets *te_trailers when a TE header lists "trailers"
- * (HTTP/2 needs to know). */
+ * Returns the new count; entries past it are left in no particular order.
+ * Sets *te_trailers when a TE header lists "trailers" (HTTP/2 needs to know),
+ * and clears it otherwise; te_trailers may be NULL. Callers add their own
+ * fields (X-Forwarded-For, Via, framing) after this, so a Connection header
+ * cannot name them away. */
 size_t veer_headers_strip_hop_by_hop(veer_header_t *headers, size_t count, bool *te_trailers);
 
 /* Case-insensitive compare of a header name with a lower-case literal. */
 bool veer_header_name_is(veer_iov_t name, const char *lower, size_t len);
+
+/* True when a comma-separated field value (Connection, TE, Upgrade, ...)
+ * lists the token, compared case-insensitively with a lower-case literal;
+ * whitespace around elements and ";param" suffixes are ignored, so
+ * "gzip;q=0.5, Trailers" lists "trailers". */
+bool veer_header_list_has_token(veer_iov_t value, const char *lower, size_t len);
 
 #endif
