@@ -309,10 +309,9 @@ void veer_exchange_start(veer_exchange_t *x)
     x->ep = ep;
     veer_endpoint_slot_t *slot = &ep->slots[x->w->id];
     __atomic_store_n(&slot->active_requests, slot->active_requests + 1, __ATOMIC_RELAXED);
-    if (rc->timeout_ms > 0) {
-        struct timeval tv = {(time_t)(rc->timeout_ms / 1000), (suseconds_t)(rc->timeout_ms % 1000) * 1000};
+    if (x->ws->route_tv[x->route] != NULL) {
         event_assign(&x->timer, x->w->base, -1, 0, timeout_cb, x);
-        event_add(&x->timer, &tv);
+        event_add(&x->timer, x->ws->route_tv[x->route]);
         x->timer_on = 1;
     }
     if (upstream_begin(x, false) < 0)

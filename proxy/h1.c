@@ -83,7 +83,6 @@ static int on_message_begin(llhttp_t *p)
     c->cur_name_len = c->cur_value_len = c->url_len = 0;
     c->last_was_value = 0;
     c->head_checked = 0;
-    set_timer(c, c->w->header_tv);
     return 0;
 }
 
@@ -206,7 +205,10 @@ static int on_headers_complete(llhttp_t *p)
         return fail(c, 400, "protocol upgrade is not supported");
     req->header_count = (uint32_t)veer_headers_strip_hop_by_hop(req->headers, req->header_count, NULL);
     c->keepalive = llhttp_should_keep_alive(p) && !c->draining;
-    event_del(&c->timer);
+    if (c->header_timer_on) {
+        event_del(&c->timer);
+        c->header_timer_on = 0;
+    }
     x->ds = NULL; /* set below: ops are static */
     extern const veer_ds_ops_t veer_h1_ds_ops;
     x->ds = &veer_h1_ds_ops;
@@ -306,6 +308,12 @@ static void h1_process(veer_h1conn_t *c)
             return;
         }
     }
+    /* A head still incomplete after this read: bound how long it may take
+     * (slowloris). Armed only here, so whole heads cost no timer work. */
+    if (c->in_message && c->x != NULL && !c->x->started && !c->header_timer_on && !c->closing) {
+        event_add(&c->timer, c->w->header_tv);
+        c->header_timer_on = 1;
+    }
     /* Waiting for a response: bound what a pipelining client may queue. */
     if (c->x != NULL && c->req_complete && evbuffer_get_length(in) > c_config(c)->limits.buffer_bytes)
         veer_sock_read_disable(&c->sock);
@@ -376,7 +384,16 @@ static void ds_resp_head(void *ctx, veer_exchange_t *x)
         return;
     }
     char *p = v.iov_base;
-    p += sprintf(p, "HTTP/1.1 %d %s\r\n", r->status, reason(r->status));
+    const char *rs = reason(r->status);
+    size_t rl = strlen(rs);
+    memcpy(p, "HTTP/1.1 ", 9);
+    p += 9;
+    p = veer_put_u64(p, (uint64_t)(r->status >= 100 && r->status <= 999 ? r->status : 500));
+    *p++ = ' ';
+    memcpy(p, rs, rl);
+    p += rl;
+    *p++ = '\r';
+    *p++ = '\n';
     for (uint32_t i = 0; i < r->header_count; i++) {
         const veer_header_t *h = &r->headers[i];
         memcpy(p, h->name.base, h->name.len);
@@ -391,7 +408,7 @@ static void ds_resp_head(void *ctx, veer_exchange_t *x)
     c->resp_chunked = 0;
     bool closing = will_close(c, x);
     if (r->content_length >= 0) {
-        p += sprintf(p, "content-length: %lld\r\n", (long long)r->content_length);
+        p = veer_put_header_u64(p, "content-length: ", 16, (uint64_t)r->content_length);
     } else if (r->has_body) {
         if (x->req.http10)
             closing = true; /* close-delimited */
@@ -586,6 +603,7 @@ static void c_on_eof(veer_sock_t *s, void *arg, int err)
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     veer_h1conn_t *c = arg;
+    c->header_timer_on = 0;
     if (c->in_message && c->x != NULL && !c->x->started) {
         /* slow request head (slowloris): 408, then close */
         c->error_status = 408;

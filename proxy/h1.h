@@ -31,7 +31,7 @@ typedef struct veer_h1conn_s {
     int error_status;
     const char *error_msg;
     unsigned last_was_value : 1, req_complete : 1, resp_complete : 1, in_message : 1, keepalive : 1, closing : 1,
-        resp_chunked : 1, body_paused : 1, wait_drain : 1, draining : 1, head_checked : 1, parsing : 1, dead : 1;
+        resp_chunked : 1, body_paused : 1, wait_drain : 1, draining : 1, head_checked : 1, parsing : 1, dead : 1, header_timer_on : 1;
 } veer_h1conn_t;
 
 /* Take over an accepted socket. */

@@ -27,4 +27,28 @@ static inline bool veer_iov_eq(veer_iov_t a, const char *s, size_t n)
     return a.len == n && (n == 0 || __builtin_memcmp(a.base, s, n) == 0);
 }
 
+/* Decimal digits of v at p; returns the end. */
+static inline char *veer_put_u64(char *p, uint64_t v)
+{
+    char tmp[20];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* "name: <v>\r\n" at p (name includes ": "); returns the end. */
+static inline char *veer_put_header_u64(char *p, const char *name, size_t name_len, uint64_t v)
+{
+    __builtin_memcpy(p, name, name_len);
+    p = veer_put_u64(p + name_len, v);
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
 #endif

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -15,7 +16,29 @@ static void sock_write_cb(evutil_socket_t fd, short what, void *arg);
 static void sock_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     veer_sock_t *s = arg;
-    int n = evbuffer_read(s->in, fd, (int)s->read_chunk);
+    /* Read into reserved space: evbuffer_read() would first ask the kernel
+     * how much is readable (an ioctl per read). */
+    struct evbuffer_iovec v[2];
+    int nv = evbuffer_reserve_space(s->in, (ev_ssize_t)s->read_chunk, v, 2);
+    ssize_t n = -1;
+    if (nv > 0) {
+        n = nv == 1 ? read(fd, v[0].iov_base, v[0].iov_len) : readv(fd, (struct iovec *)v, nv);
+        if (n > 0) {
+            size_t left = (size_t)n;
+            for (int i = 0; i < nv; i++) {
+                size_t take = v[i].iov_len < left ? v[i].iov_len : left;
+                v[i].iov_len = take;
+                left -= take;
+            }
+        } else {
+            v[0].iov_len = 0;
+            nv = 1;
+        }
+        int used = n > 0 ? (nv == 2 && v[1].iov_len > 0 ? 2 : 1) : 0;
+        evbuffer_commit_space(s->in, v, used);
+    } else {
+        errno = ENOMEM;
+    }
     if (n > 0) {
         s->cbs->on_read(s, s->arg);
         return;

@@ -360,7 +360,7 @@ int veer_upconn_send_head(veer_upconn_t *uc, veer_exchange_t *x)
     if (uc->chunked_req)
         PUT(p, "transfer-encoding: chunked\r\n", 28);
     else if (r->has_body)
-        p += sprintf(p, "content-length: %lld\r\n", (long long)r->content_length);
+        p = veer_put_header_u64(p, "content-length: ", 16, (uint64_t)r->content_length);
     PUT(p, "\r\n", 2);
     v.iov_len = (size_t)(p - (char *)v.iov_base);
     evbuffer_commit_space(uc->sock.out, &v, 1);
@@ -432,7 +432,7 @@ void veer_upconn_release(veer_upconn_t *uc, bool reusable)
     slot->idle_head = uc;
     __atomic_store_n(&slot->idle_count, slot->idle_count + 1, __ATOMIC_RELAXED);
     veer_sock_read_enable(&uc->sock); /* to notice the upstream closing it */
-    set_timer(uc, cfg->limits.idle_timeout_ms ? cfg->limits.idle_timeout_ms : 60000);
+    event_add(&uc->timer, uc->w->idle_tv);
 }
 
 void veer_upconn_close_idle(veer_worker_t *w, veer_endpoint_t *ep)

@@ -24,6 +24,7 @@ static void wsnap_free(veer_wsnap_t *ws)
 {
     veer_snapshot_release(ws->snap);
     free(ws->rr);
+    free(ws->route_tv);
     free(ws);
 }
 
@@ -33,17 +34,24 @@ void veer_wsnap_release(veer_worker_t *w, veer_wsnap_t *ws)
         wsnap_free(ws);
 }
 
-static veer_wsnap_t *wsnap_new(veer_runtime_t *rt)
+static veer_wsnap_t *wsnap_new(veer_runtime_t *rt, struct event_base *base)
 {
     veer_wsnap_t *ws = calloc(1, sizeof(*ws));
     if (ws == NULL)
         return NULL;
     ws->snap = veer_runtime_acquire(rt);
     ws->refs = 1;
-    ws->rr = calloc(ws->snap->config->cluster_count + 1, sizeof(*ws->rr));
-    if (ws->rr == NULL) {
+    const veer_config_t *cfg = ws->snap->config;
+    ws->rr = calloc(cfg->cluster_count + 1, sizeof(*ws->rr));
+    ws->route_tv = calloc(cfg->route_count + 1, sizeof(*ws->route_tv));
+    if (ws->rr == NULL || ws->route_tv == NULL) {
         wsnap_free(ws);
         return NULL;
+    }
+    for (size_t r = 0; r < cfg->route_count; r++) {
+        uint64_t ms = cfg->routes[r].timeout_ms;
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+        ws->route_tv[r] = ms ? event_base_init_common_timeout(base, &tv) : NULL;
     }
     return ws;
 }
@@ -63,7 +71,7 @@ veer_wsnap_t *veer_worker_snapshot(veer_worker_t *w)
 {
     uint64_t v = atomic_load_explicit(&w->rt->version, memory_order_acquire);
     if (v != w->ws->snap->version) {
-        veer_wsnap_t *ws = wsnap_new(w->rt);
+        veer_wsnap_t *ws = wsnap_new(w->rt, w->base);
         if (ws != NULL) {
             veer_wsnap_t *old = w->ws;
             w->ws = ws;
@@ -213,7 +221,7 @@ int veer_worker_init(veer_worker_t *w, uint32_t id, veer_runtime_t *rt, char *er
         snprintf(err, errlen, "worker %u: cannot create an event base", id);
         return -1;
     }
-    w->ws = wsnap_new(rt);
+    w->ws = wsnap_new(rt, w->base);
     if (w->ws == NULL)
         return -1;
     const veer_config_t *cfg = w->ws->snap->config;

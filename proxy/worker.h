@@ -25,6 +25,7 @@ typedef struct veer_wsnap_s {
     veer_snapshot_t *snap;
     uint32_t refs;
     uint32_t *rr; /* round-robin cursor per cluster */
+    const struct timeval **route_tv; /* per route timeout as a common timeout (O(1) add/del), NULL: none */
 } veer_wsnap_t;
 
 typedef struct veer_listen_s {
