@@ -126,8 +126,12 @@ static size_t json_str(char *out, size_t cap, const char *s)
     return n;
 }
 
+static void make_request_id(veer_exchange_t *x);
+
 void veer_exchange_local_reply(veer_exchange_t *x, int status, const char *error, bool close)
 {
+    if (x->request_id_len == 0)
+        make_request_id(x);
     const veer_config_t *cfg = x_config(x);
     const char *route = x->route >= 0 ? cfg->routes[x->route].name : NULL;
     const char *cluster = x->cluster >= 0 ? cfg->clusters[x->cluster].name : NULL;
@@ -151,12 +155,8 @@ void veer_exchange_local_reply(veer_exchange_t *x, int status, const char *error
     x->resp.trailer_count = 0;
     x->resp.content_length = len;
     x->resp.has_body = true;
-    char *cl = veer_arena_alloc(&x->arena, 24);
-    int cl_len = cl ? snprintf(cl, 24, "%d", len) : 0;
     veer_exchange_add_header(x, &x->resp.headers, &x->resp.header_count, &x->resp.header_cap,
                              VEER_IOV_LIT("content-type"), VEER_IOV_LIT("application/json"));
-    veer_exchange_add_header(x, &x->resp.headers, &x->resp.header_count, &x->resp.header_cap,
-                             VEER_IOV_LIT("content-length"), (veer_iov_t){cl, (size_t)cl_len});
     if (x->request_id_len)
         veer_exchange_add_header(x, &x->resp.headers, &x->resp.header_count, &x->resp.header_cap,
                                  VEER_IOV_LIT("x-request-id"), (veer_iov_t){x->request_id, x->request_id_len});

@@ -13,6 +13,8 @@
 #include "headers.h"
 #include "log.h"
 
+#define VEER_H1_MAX_HEADERS 256
+
 static llhttp_settings_t req_settings;
 static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
 
@@ -82,7 +84,6 @@ static int on_message_begin(llhttp_t *p)
     c->cur_name = c->cur_value = c->url = NULL;
     c->cur_name_len = c->cur_value_len = c->url_len = 0;
     c->last_was_value = 0;
-    c->head_checked = 0;
     return 0;
 }
 
@@ -122,6 +123,10 @@ static int commit_header(veer_h1conn_t *c)
         }
         return fail(c, 417, "unsupported expectation");
     }
+    /* A count bound besides the byte bound: Connection-token stripping costs
+     * fields x tokens. */
+    if (x->req.header_count >= VEER_H1_MAX_HEADERS)
+        return fail(c, 431, "too many request headers");
     if (veer_exchange_add_header(x, &x->req.headers, &x->req.header_count, &x->req.header_cap, name, value) < 0)
         return fail(c, 431, "request headers too large");
     return 0;
@@ -133,24 +138,20 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
     if (c->last_was_value && commit_header(c) < 0)
         return -1;
     c->last_was_value = 0;
-    c->head_checked = 0;
     return append(c, &c->cur_name, &c->cur_name_len, at, n);
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     veer_h1conn_t *c = p->data;
-    if (c->head_checked) /* a value continued after its line ended: obs-fold (RFC 9112 §5.2) */
+    /* llhttp reports an obs-fold continuation (RFC 9112 §5.2) as more value
+     * bytes after a skipped CRLF: a piece that neither follows the previous
+     * one nor starts a new read. Rejected, as a recipient may. */
+    if (c->last_was_value && at != c->value_end && at != c->seg_base)
         return fail(c, 400, "obsolete line folding in a header");
     c->last_was_value = 1;
+    c->value_end = at + n;
     return append(c, &c->cur_value, &c->cur_value_len, at, n);
-}
-
-static int on_header_value_complete(llhttp_t *p)
-{
-    veer_h1conn_t *c = p->data;
-    c->head_checked = 1;
-    return 0;
 }
 
 /* Absolute-form "http://host/path" (RFC 9112 §3.2.2): authority from the URL. */
@@ -177,7 +178,6 @@ static int on_headers_complete(llhttp_t *p)
     if (c->last_was_value && commit_header(c) < 0)
         return -1;
     c->last_was_value = 0;
-    c->head_checked = 0;
     if (c->host_count > 1)
         return fail(c, 400, "more than one Host header");
     bool http11 = p->http_major == 1 && p->http_minor == 1;
@@ -248,7 +248,6 @@ static void settings_init(void)
     req_settings.on_url = on_url;
     req_settings.on_header_field = on_header_field;
     req_settings.on_header_value = on_header_value;
-    req_settings.on_header_value_complete = on_header_value_complete;
     req_settings.on_headers_complete = on_headers_complete;
     req_settings.on_body = on_body;
     req_settings.on_message_complete = on_message_complete;
@@ -290,6 +289,7 @@ static void h1_process(veer_h1conn_t *c)
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
         c->parsing = 1;
+        c->seg_base = v.iov_base;
         llhttp_errno_t rc = llhttp_execute(&c->parser, v.iov_base, v.iov_len);
         c->parsing = 0;
         if (rc == HPE_OK) {

@@ -11,6 +11,7 @@
 
 #include "admin.h"
 #include "config.h"
+#include "dns.h"
 #include "log.h"
 #include "runtime.h"
 #include "worker.h"
@@ -22,6 +23,7 @@ typedef struct veer_main_s {
     veer_worker_t *workers;
     uint32_t worker_count;
     veer_admin_t *admin;
+    veer_dns_t *dns;
     bool draining;
     struct event *drain_poll, *drain_deadline;
     struct event *sig_hup, *sig_term, *sig_int, *sig_usr1;
@@ -94,6 +96,7 @@ static int do_reload(void *ctx, char *err, size_t errlen)
         veer_log_error("reload failed, keeping the running config: %s", err);
         return -1;
     }
+    veer_dns_reconfigure(m->dns);
     veer_snapshot_t *snap = veer_runtime_acquire(&m->rt);
     if (veer_admin_reconfigure(m->admin, snap->config, err, errlen) < 0)
         veer_log_warn("reload: admin: %s", err);
@@ -202,6 +205,12 @@ static int run(const char *path)
         fprintf(stderr, "veer: %s\n", err);
         goto out_workers;
     }
+    m.dns = veer_dns_start(m.base, &m.rt);
+    if (m.dns == NULL) {
+        fprintf(stderr, "veer: cannot start the DNS resolver\n");
+        veer_admin_free(m.admin);
+        goto out_workers;
+    }
     m.sig_hup = evsignal_new(m.base, SIGHUP, signal_cb, &m);
     m.sig_term = evsignal_new(m.base, SIGTERM, signal_cb, &m);
     m.sig_int = evsignal_new(m.base, SIGINT, signal_cb, &m);
@@ -232,6 +241,7 @@ static int run(const char *path)
         event_free(m.drain_poll);
     if (m.drain_deadline)
         event_free(m.drain_deadline);
+    veer_dns_free(m.dns);
     veer_admin_free(m.admin);
 out_workers:
     for (uint32_t i = 0; m.workers != NULL && i < inited; i++)
