@@ -326,9 +326,18 @@ void veer_exchange_req_body(veer_exchange_t *x, const char *data, size_t len)
         return; /* answered already (local reply, or an early upstream response): discard */
     veer_upconn_send_body(x->up, data, len);
     if (veer_upconn_congested(x->up)) {
-        x->ds->req_pause(x->ds_ctx);
-        veer_sock_want_drain(&x->up->sock);
+        veer_upconn_flush(x->up);
+        if (veer_upconn_congested(x->up)) {
+            x->ds->req_pause(x->ds_ctx);
+            veer_sock_want_drain(&x->up->sock);
+        }
     }
+}
+
+void veer_exchange_flush_upstream(veer_exchange_t *x)
+{
+    if (x->up != NULL)
+        veer_upconn_flush(x->up);
 }
 
 void veer_exchange_req_end(veer_exchange_t *x)

@@ -97,6 +97,8 @@ veer_exchange_t *veer_exchange_new(veer_worker_t *w, const veer_ds_ops_t *ds, vo
 void veer_exchange_start(veer_exchange_t *x);
 void veer_exchange_req_body(veer_exchange_t *x, const char *data, size_t len);
 void veer_exchange_req_end(veer_exchange_t *x);
+/* End of a downstream read: send what the request body produced so far. */
+void veer_exchange_flush_upstream(veer_exchange_t *x);
 /* Downstream went away (client closed): cancel the upstream side. */
 void veer_exchange_cancel(veer_exchange_t *x);
 /* The downstream output drained after resp_on_drain. */

@@ -323,6 +323,8 @@ static void c_on_read(veer_sock_t *s, void *arg)
 {
     veer_h1conn_t *c = arg;
     h1_process(c);
+    if (c->x != NULL && !c->req_complete)
+        veer_exchange_flush_upstream(c->x);
     if (c->sock.fd >= 0 && !c->closing)
         veer_sock_flush(&c->sock);
 }
