@@ -87,6 +87,9 @@ static int do_reload(void *ctx, char *err, size_t errlen)
     veer_snapshot_t *cur = veer_runtime_acquire(&m->rt);
     int rc = check_immutable(cur->config, cfg, err, errlen);
     veer_snapshot_release(cur);
+    /* the admin token first: a reload that cannot read it changes nothing */
+    if (rc == 0)
+        rc = veer_admin_reconfigure(m->admin, cfg, err, errlen);
     if (rc < 0) {
         veer_config_free(cfg);
         veer_log_error("reload failed, keeping the running config: %s", err);
@@ -98,8 +101,6 @@ static int do_reload(void *ctx, char *err, size_t errlen)
     }
     veer_dns_reconfigure(m->dns);
     veer_snapshot_t *snap = veer_runtime_acquire(&m->rt);
-    if (veer_admin_reconfigure(m->admin, snap->config, err, errlen) < 0)
-        veer_log_warn("reload: admin: %s", err);
     veer_log_info("config reloaded from %s, generation %llu", m->config_path, (unsigned long long)snap->generation);
     veer_snapshot_release(snap);
     return 0;
@@ -169,7 +170,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 
 static int run(const char *path)
 {
-    veer_main_t m = {.config_path = path};
+    char *abs = realpath(path, NULL); /* reloads must not depend on the cwd */
+    veer_main_t m = {.config_path = abs ? abs : path};
     veer_config_errors_t errs = {0};
     veer_config_t *cfg = veer_config_load(path, &errs);
     if (cfg == NULL) {
@@ -251,6 +253,7 @@ out_workers:
 out_base:
     if (m.base)
         event_base_free(m.base);
+    free(abs);
     return rc;
 }
 

@@ -256,11 +256,13 @@ static int persist(veer_snapshot_t *snap, char *err, size_t errlen)
     return veer_state_write(snap->config->state_file, snap, err, errlen);
 }
 
+/* Mutations run on the main thread only (admin, signals, DNS), so a snapshot
+ * can be built and persisted outside the lock: the lock only guards the
+ * pointer swap that workers read. */
 int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *const *names, const int64_t *weights,
                              size_t n, uint64_t if_generation, uint64_t *new_generation, char *err, size_t errlen)
 {
-    pthread_mutex_lock(&rt->lock);
-    veer_snapshot_t *cur = rt->current;
+    veer_snapshot_t *cur = veer_runtime_acquire(rt);
     int rc = VEER_RT_EINVAL;
     veer_snapshot_t *snap = NULL;
     int r = veer_config_route_index(cur->config, route);
@@ -288,6 +290,7 @@ int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *
             goto out;
         }
     }
+    rc = VEER_RT_ENOMEM;
     if ((snap = snapshot_clone(cur)) == NULL) {
         snprintf(err, errlen, "out of memory");
         goto out;
@@ -311,6 +314,7 @@ int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *
         total += rw->split[i].weight;
     if (total == 0) {
         snprintf(err, errlen, "weights: all weights of route \"%s\" would be 0", route);
+        rc = VEER_RT_EINVAL;
         goto out;
     }
     snap->generation = cur->generation + 1;
@@ -320,13 +324,15 @@ int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *
     }
     if (new_generation)
         *new_generation = snap->generation;
+    pthread_mutex_lock(&rt->lock);
     publish_locked(rt, snap);
+    pthread_mutex_unlock(&rt->lock);
     snap = NULL;
     rc = VEER_RT_OK;
 out:
     if (snap != NULL)
         snapshot_free(snap);
-    pthread_mutex_unlock(&rt->lock);
+    veer_snapshot_release(cur);
     return rc;
 }
 
@@ -416,10 +422,12 @@ int veer_runtime_reload(veer_runtime_t *rt, veer_config_t *cfg, char *err, size_
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    pthread_mutex_lock(&rt->lock);
     snap->generation = rt->current->generation + 1;
-    if (persist(snap, err, errlen) < 0)
-        veer_log_warn("reload: %s", err);
+    if (persist(snap, err, errlen) < 0) {
+        snapshot_free(snap);
+        return -1;
+    }
+    pthread_mutex_lock(&rt->lock);
     publish_locked(rt, snap);
     pthread_mutex_unlock(&rt->lock);
     return 0;

@@ -45,6 +45,7 @@ enum {
     VEER_RT_ESTALE = -2,   /* 409: if_generation is not the current generation */
     VEER_RT_ELOCKED = -3,  /* 423: a canary run owns the route */
     VEER_RT_ESTATE = -4,   /* 500: the state file could not be written */
+    VEER_RT_ENOMEM = -5,   /* 500: out of memory */
 };
 
 int veer_runtime_init(veer_runtime_t *rt, veer_config_t *cfg, uint32_t worker_count);
@@ -64,7 +65,8 @@ int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *
 
 /* Swap in a new config (already validated). Runtime weights of a route are
  * kept when the route's split in the new file equals the old file's split;
- * otherwise the file wins. Takes ownership of cfg. */
+ * otherwise the file wins. Takes ownership of cfg. Fails, changing nothing,
+ * when the new config's state_file cannot be written. */
 int veer_runtime_reload(veer_runtime_t *rt, veer_config_t *cfg, char *err, size_t errlen);
 
 /* Publish a new endpoint set for cluster `name` (from DNS). Takes the
