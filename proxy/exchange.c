@@ -168,7 +168,7 @@ void veer_exchange_local_reply(veer_exchange_t *x, int status, const char *error
     x->ds->resp_head(x->ds_ctx, x);
     struct evbuffer *buf = evbuffer_new();
     if (buf != NULL) {
-        evbuffer_add_reference(buf, body, (size_t)len, NULL, NULL);
+        evbuffer_add(buf, body, (size_t)len); /* a copy: the arena goes with x, the bytes may not be sent yet */
         x->ds->resp_body(x->ds_ctx, x, buf);
         evbuffer_free(buf);
     }

@@ -83,7 +83,7 @@ static int on_message_begin(llhttp_t *p)
     c->host_count = 0;
     c->cur_name = c->cur_value = c->url = NULL;
     c->cur_name_len = c->cur_value_len = c->url_len = 0;
-    c->last_was_value = 0;
+    c->last_was_value = c->value_done = 0;
     return 0;
 }
 
@@ -99,8 +99,8 @@ static int commit_header(veer_h1conn_t *c)
     veer_iov_t name = {c->cur_name, c->cur_name_len}, value = {c->cur_value ? c->cur_value : "", c->cur_value_len};
     c->cur_name = c->cur_value = NULL;
     c->cur_name_len = c->cur_value_len = 0;
-    if (name.base == NULL)
-        return 0;
+    if (name.base == NULL || name.len == 0)
+        return fail(c, 400, "empty header name");
     /* trim optional whitespace at the end (llhttp strips the leading part) */
     while (value.len > 0 && (value.base[value.len - 1] == ' ' || value.base[value.len - 1] == '\t'))
         value.len--;
@@ -138,16 +138,44 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
     if (c->last_was_value && commit_header(c) < 0)
         return -1;
     c->last_was_value = 0;
+    c->value_done = 0;
+    c->field_end = at + n;
+    c->field_seg = c->seg_no;
+    c->lf_after_field = 0;
     return append(c, &c->cur_name, &c->cur_name_len, at, n);
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    ((veer_h1conn_t *)p->data)->value_done = 1;
+    return 0;
+}
+
+/* Obsolete line folding (RFC 9112 §5.2) is rejected, as a recipient may:
+ * llhttp passes a continuation line on as more value bytes. It shows as a
+ * value piece that does not continue the previous one, or as a line feed
+ * between the field name and the first value piece (an empty value, then a
+ * fold). Both hold across reads. */
+static bool is_fold(const veer_h1conn_t *c, const char *at)
+{
+    if (c->value_done)
+        return true;
+    if (c->last_was_value) /* a piece that does not continue the last one */
+        return at == c->seg_base ? !c->value_at_seg_end : at != c->value_end;
+    /* Segments are told apart by number: evbuffer may reuse the memory. */
+    const char *from = c->field_seg == c->seg_no ? c->field_end : c->seg_base;
+    if (from > at)
+        return false;
+    if (memchr(from, '\n', (size_t)(at - from)) != NULL)
+        return true;
+    return c->lf_after_field; /* the line feed came in an earlier read */
+    return false;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     veer_h1conn_t *c = p->data;
-    /* llhttp reports an obs-fold continuation (RFC 9112 §5.2) as more value
-     * bytes after a skipped CRLF: a piece that neither follows the previous
-     * one nor starts a new read. Rejected, as a recipient may. */
-    if (c->last_was_value && at != c->value_end && at != c->seg_base)
+    if (is_fold(c, at))
         return fail(c, 400, "obsolete line folding in a header");
     c->last_was_value = 1;
     c->value_end = at + n;
@@ -247,6 +275,7 @@ static void settings_init(void)
     req_settings.on_message_begin = on_message_begin;
     req_settings.on_url = on_url;
     req_settings.on_header_field = on_header_field;
+    req_settings.on_header_value_complete = on_header_value_complete;
     req_settings.on_header_value = on_header_value;
     req_settings.on_headers_complete = on_headers_complete;
     req_settings.on_body = on_body;
@@ -281,6 +310,17 @@ static void parse_error(veer_h1conn_t *c, llhttp_errno_t rc)
     veer_exchange_local_reply(x, status, buf, true);
 }
 
+/* After a read that ended between a field name and its first value piece,
+ * remember whether a line feed went by (an empty value, then a fold). */
+static void note_field_lf(veer_h1conn_t *c, const char *base, size_t used)
+{
+    if (c->last_was_value || c->cur_name == NULL || c->lf_after_field)
+        return;
+    const char *from = c->field_seg == c->seg_no ? c->field_end : base;
+    if (from >= base && from <= base + used && memchr(from, '\n', (size_t)(base + used - from)) != NULL)
+        c->lf_after_field = 1;
+}
+
 static void h1_process(veer_h1conn_t *c)
 {
     struct evbuffer *in = c->sock.in;
@@ -290,12 +330,18 @@ static void h1_process(veer_h1conn_t *c)
             break;
         c->parsing = 1;
         c->seg_base = v.iov_base;
+        c->seg_no++;
         llhttp_errno_t rc = llhttp_execute(&c->parser, v.iov_base, v.iov_len);
         c->parsing = 0;
         if (rc == HPE_OK) {
+            note_field_lf(c, v.iov_base, v.iov_len);
+            c->value_at_seg_end = c->last_was_value && c->value_end == (const char *)v.iov_base + v.iov_len;
             evbuffer_drain(in, v.iov_len);
         } else if (rc == HPE_PAUSED) {
-            evbuffer_drain(in, (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)v.iov_base));
+            size_t used = (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)v.iov_base);
+            note_field_lf(c, v.iov_base, used);
+            c->value_at_seg_end = c->last_was_value && c->value_end == (const char *)v.iov_base + used;
+            evbuffer_drain(in, used);
             llhttp_resume(&c->parser);
         } else if (c->closing && c->resp_complete) {
             evbuffer_drain(in, evbuffer_get_length(in)); /* answered already; the rest is discarded */
@@ -337,37 +383,6 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- response writing ---- */
 
-static const char *reason(int status)
-{
-    switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "";
-    }
-}
-
 static bool will_close(veer_h1conn_t *c, veer_exchange_t *x)
 {
     return !c->keepalive || x->close_after || c->draining || c->closing || x->req.http10;
@@ -386,7 +401,7 @@ static void ds_resp_head(void *ctx, veer_exchange_t *x)
         return;
     }
     char *p = v.iov_base;
-    const char *rs = reason(r->status);
+    const char *rs = veer_http_reason(r->status);
     size_t rl = strlen(rs);
     memcpy(p, "HTTP/1.1 ", 9);
     p += 9;

@@ -27,12 +27,14 @@ typedef struct veer_h1conn_s {
     uint64_t body_bytes;
     uint32_t host_count;
     char *cur_name, *cur_value, *url;
-    const char *seg_base, *value_end; /* obs-fold detection */
+    const char *seg_base, *field_end, *value_end;
+    uint32_t seg_no, field_seg;     /* which llhttp_execute() call */ /* obs-fold detection */
     size_t cur_name_len, cur_value_len, url_len;
     int error_status;
     const char *error_msg;
     unsigned last_was_value : 1, req_complete : 1, resp_complete : 1, in_message : 1, keepalive : 1, closing : 1,
-        resp_chunked : 1, body_paused : 1, wait_drain : 1, draining : 1, parsing : 1, dead : 1, header_timer_on : 1;
+        resp_chunked : 1, body_paused : 1, wait_drain : 1, draining : 1, parsing : 1, dead : 1, header_timer_on : 1,
+        value_done : 1, lf_after_field : 1, value_at_seg_end : 1;
 } veer_h1conn_t;
 
 /* Take over an accepted socket. */

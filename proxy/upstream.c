@@ -194,8 +194,9 @@ static void settings_init(void)
     resp_settings.on_message_complete = on_message_complete;
 }
 
-/* Feed buffered bytes to the parser. */
-static void uc_parse(veer_upconn_t *uc)
+/* Feed buffered bytes to the parser. Returns false once the response ended
+ * or failed: uc may be gone then. */
+static bool uc_parse(veer_upconn_t *uc)
 {
     struct evbuffer *in = uc->sock.in;
     while (uc->x != NULL && evbuffer_get_length(in) > 0) {
@@ -215,13 +216,14 @@ static void uc_parse(veer_upconn_t *uc)
             if (evbuffer_get_length(in) > 0)
                 uc->keepalive = 0; /* bytes after the response: never reuse */
             veer_exchange_on_resp_end(x); /* releases uc: do not touch it after */
-            return;
+            return false;
         }
         veer_log_warn("upstream %s: invalid response: %s", uc->ep->name, llhttp_errno_name(rc));
         uc->keepalive = 0;
         veer_exchange_on_upstream_fail(x, VEER_FAIL_PROTOCOL);
-        return;
+        return false;
     }
+    return uc->x != NULL;
 }
 
 static void uc_on_read(veer_sock_t *s, void *arg)
@@ -234,8 +236,7 @@ static void uc_on_read(veer_sock_t *s, void *arg)
     }
     veer_exchange_t *x = uc->x;
     x->up_bytes_seen = 1;
-    uc_parse(uc);
-    if (uc->x == x) /* still attached: push what the response produced so far */
+    if (uc_parse(uc) && uc->x == x) /* still attached: push what the response produced so far */
         x->ds->flush(x->ds_ctx);
 }
 
@@ -329,7 +330,7 @@ static size_t head_size(const veer_exchange_t *x)
     return n;
 }
 
-#define PUT(p, s, n) (memcpy((p), (s), (n)), (p) += (n))
+#define PUT(p, s, n) ((n) ? (memcpy((p), (s), (n)), (p) += (n)) : (p)) /* s may be NULL when n is 0 */
 
 int veer_upconn_send_head(veer_upconn_t *uc, veer_exchange_t *x)
 {

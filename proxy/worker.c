@@ -266,9 +266,12 @@ int veer_worker_start(veer_worker_t *w)
     return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
 }
 
+/* Requests only escalate: a drain sent after a stop must not undo it. */
 static void wake(veer_worker_t *w, int level)
 {
-    atomic_store(&w->drain_requested, level);
+    int cur = atomic_load(&w->drain_requested);
+    while (cur < level && !atomic_compare_exchange_weak(&w->drain_requested, &cur, level))
+        ;
     uint64_t one = 1;
     ssize_t r = write(event_get_fd(&w->ctl_ev), &one, sizeof(one));
     (void)r;

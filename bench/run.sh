@@ -1,0 +1,501 @@
+#!/usr/bin/env bash
+# bench/run.sh [BUILD_DIR] — HTTP/1.1 proxy benchmark: veer vs HAProxy vs nginx.
+#
+# One nginx serves a fixed 4 KB JSON body; HAProxy, nginx (as a proxy) and veer,
+# each with one worker/thread and upstream keep-alive, sit in front of it. For
+# every proxy, in the same run and interleaved: CPU per request (utime+stime of
+# the proxy's processes around an exact request count), closed-loop throughput,
+# and open-loop latency (P50/P99) at one fixed rate for everybody. See
+# bench/README.md for how to read the numbers. This is a benchmark, not a test:
+# it fails only when a tool is missing, a proxy does not come up, or a response
+# is not 2xx.
+#
+# Environment (defaults in brackets):
+#   BENCH_ROUNDS [3]            rounds; medians are reported
+#   BENCH_REQUESTS [200000]     requests per closed-loop run (h2load -n)
+#   BENCH_CONNS [50]            connections for the closed-loop runs
+#   BENCH_WRK_DURATION [5s]     wrk cross-check of CPU/req per round; 0 disables
+#   BENCH_LAT_CONNS [20]        connections for the open-loop runs
+#   BENCH_LAT_DURATION [10s]    open-loop measuring time (after BENCH_LAT_WARMUP [2s])
+#   BENCH_RPS []                open-loop total rate; default BENCH_RPS_FRACTION [0.5]
+#                               x the weakest proxy's median closed-loop req/s
+#   BENCH_SKIP_VEER [0]         1: leave veer out
+#   BENCH_REQUIRE_VEER [0]      1: fail (instead of skipping veer) when veer is
+#                               missing or does not become ready
+#   BENCH_PIN [auto]            1: backend + load generator on CPU 0, proxy on CPU 1
+#                               (auto: 1 with >= 2 CPUs and taskset); 0: no pinning
+#   BENCH_KEEP [0]              1: keep the temp dir (configs, logs) afterwards
+#   BENCH_BODY_BYTES [4096]     response body size
+#   BENCH_RESULTS_DIR [bench/results]
+#   VEER_BIN [BUILD_DIR/veer]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/procs.sh
+. "$ROOT/scripts/procs.sh"
+BUILD_DIR=${1:-build-release}
+case $BUILD_DIR in /*) ;; *) BUILD_DIR=$ROOT/$BUILD_DIR ;; esac
+VEER_BIN=${VEER_BIN:-$BUILD_DIR/veer}
+REPORT="python3 $ROOT/bench/report.py"
+
+ROUNDS=${BENCH_ROUNDS:-3}
+REQUESTS=${BENCH_REQUESTS:-200000}
+CONNS=${BENCH_CONNS:-50}
+WRK_DURATION=${BENCH_WRK_DURATION:-5s}
+LAT_CONNS=${BENCH_LAT_CONNS:-20}
+LAT_DURATION=${BENCH_LAT_DURATION:-10s}
+LAT_WARMUP=${BENCH_LAT_WARMUP:-2s}
+RPS_FRACTION=${BENCH_RPS_FRACTION:-0.5}
+BODY_BYTES=${BENCH_BODY_BYTES:-4096}
+PIN=${BENCH_PIN:-auto}
+if [ "$PIN" = auto ]; then
+  if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then PIN=1; else PIN=0; fi
+fi
+RESULTS_DIR=${BENCH_RESULTS_DIR:-$ROOT/bench/results}
+REQ_PATH=/api/v1/embed
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ---------------------------------------------------------------- tools
+export PATH=$PATH:/usr/sbin:/sbin
+need() { # need BINARY DEBIAN_PACKAGE
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "bench: '$1' not found. Install it: apt-get install -y $2" >&2
+  exit 2
+}
+need python3 python3
+need curl curl
+need nginx nginx-light
+need haproxy haproxy
+need h2load nghttp2-client
+if [ "$WRK_DURATION" != 0 ] && ! command -v wrk >/dev/null 2>&1; then
+  log "wrk not found (apt-get install -y wrk): skipping the wrk cross-check"
+  WRK_DURATION=0
+fi
+if [ "$PIN" = 1 ]; then
+  need taskset util-linux
+  [ "$(nproc)" -ge 2 ] || { echo "bench: BENCH_PIN=1 needs 2 CPUs" >&2; exit 2; }
+  PIN_BACKEND="taskset -c 0"; PIN_PROXY="taskset -c 1"; PIN_LOAD="taskset -c 0"
+else
+  PIN_BACKEND=""; PIN_PROXY=""; PIN_LOAD=""
+fi
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- processes
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/veer-bench.XXXXXX")
+declare -A PID=()
+FAILED=0
+
+cleanup() {
+  local rc=$?
+  stop_all
+  if [ "$rc" != 0 ] || [ "$FAILED" = 1 ] || [ "${BENCH_KEEP:-0}" = 1 ]; then
+    echo "bench: configs and logs kept in $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+fail() {
+  FAILED=1
+  echo "bench: FAILED: $*" >&2
+  exit 1
+}
+
+show_log() { # show_log NAME: last lines of a process log
+  [ -s "$WORK/$1.log" ] || return 0
+  echo "---- last lines of $WORK/$1.log" >&2
+  tail -n 20 "$WORK/$1.log" >&2
+  echo "----" >&2
+}
+
+start() { # start NAME CMD... — in its own session (so its whole group can be killed)
+  local name=$1; shift
+  setsid "$@" >"$WORK/$name.log" 2>&1 </dev/null &
+  PID[$name]=$!
+}
+
+stop() { # stop NAME
+  local p=${PID[$1]:-}
+  [ -n "$p" ] || return 0
+  kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true
+  for _ in $(seq 1 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  unset "PID[$1]"
+}
+
+alive() { local p=${PID[$1]:-}; [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+
+http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
+
+wait_ready() { # wait_ready NAME URL TIMEOUT_S — 0 once URL answers 200
+  local name=$1 url=$2 timeout=$3 i
+  for i in $(seq 1 $((timeout * 10))); do
+    alive "$name" || { log "$name exited during start-up"; return 1; }
+    [ "$(http_code "$url")" = 200 ] && return 0
+    sleep 0.1
+  done
+  log "$name: $url did not answer 200 within ${timeout}s"
+  return 1
+}
+
+descendants() { # descendants PID: PID and all its descendants
+  local p c
+  for p in "$@"; do
+    echo "$p"
+    for c in $(pgrep -P "$p" 2>/dev/null || true); do descendants "$c"; done
+  done
+}
+
+cpu_ticks() { # cpu_ticks NAME: utime+stime (clock ticks) of the process tree
+  local total=0 p v
+  for p in $(descendants "${PID[$1]}"); do
+    # fields after "(comm)": state is $1, utime is $12, stime is $13
+    v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+    total=$((total + v))
+  done
+  echo "$total"
+}
+
+rss_kb() { # rss_kb NAME: VmRSS (kB) of the process tree
+  local total=0 p v
+  for p in $(descendants "${PID[$1]}"); do
+    v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+
+# ---------------------------------------------------------------- ports & configs
+read -r P_BACKEND P_HAPROXY P_NGINX P_VEER P_ADMIN < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(5)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')
+
+declare -A PORT=([direct]=$P_BACKEND [haproxy]=$P_HAPROXY [nginx]=$P_NGINX [veer]=$P_VEER)
+USER_LINE=""
+[ "$(id -u)" = 0 ] && USER_LINE="user root;"
+
+mkdir -p "$WORK/backend/www" "$WORK/nginx-proxy"
+python3 - "$WORK/backend/www/body.json" "$BODY_BYTES" <<'EOF'
+import json, random, sys
+path, size = sys.argv[1], int(sys.argv[2])
+rng = random.Random(42)
+doc = {"model": "embed-small-v1", "pod": "bench-backend", "embedding": [], "pad": ""}
+while len(json.dumps(doc)) < size:
+    doc["embedding"].append(round(rng.uniform(-1, 1), 6))
+while len(json.dumps(doc)) > size:
+    doc["embedding"].pop()
+doc["pad"] = "x" * (size - len(json.dumps(doc)))
+text = json.dumps(doc)
+assert len(text) == size, (len(text), size)
+open(path, "w").write(text)
+EOF
+
+cat >"$WORK/backend/nginx.conf" <<EOF
+$USER_LINE
+worker_processes 1;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  default_type application/json;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  open_file_cache max=16;
+  client_body_temp_path $WORK/backend/tmp;
+  server {
+    listen 127.0.0.1:$P_BACKEND backlog=4096;
+    location / { root $WORK/backend/www; try_files /body.json =500; }
+  }
+}
+EOF
+
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+frontend fe
+  bind 127.0.0.1:$P_HAPROXY
+  default_backend be
+backend be
+  server s1 127.0.0.1:$P_BACKEND
+EOF
+
+cat >"$WORK/nginx-proxy/nginx.conf" <<EOF
+$USER_LINE
+worker_processes 1;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  client_body_temp_path $WORK/nginx-proxy/client_tmp;
+  proxy_temp_path $WORK/nginx-proxy/proxy_tmp;
+  upstream be {
+    server 127.0.0.1:$P_BACKEND;
+    keepalive 64;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+  }
+  server {
+    listen 127.0.0.1:$P_NGINX backlog=4096;
+    location / {
+      proxy_pass http://be;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+
+cat >"$WORK/veer.json" <<EOF
+{"workers": 1,
+ "listeners": [{"name": "http", "address": "127.0.0.1:$P_VEER"}],
+ "admin": {"address": "127.0.0.1:$P_ADMIN"},
+ "state_file": "$WORK/veer-state.json",
+ "access_log": {"path": null},
+ "clusters": {"backend": {"endpoints": ["127.0.0.1:$P_BACKEND"], "lb": "round_robin"}},
+ "routes": [{"name": "all", "split": [{"cluster": "backend", "weight": 100}]}]}
+EOF
+
+nginx_cmd() { # nginx_cmd DIR
+  echo nginx -e stderr -p "$1" -c "$1/nginx.conf" -g "daemon off; pid $1/nginx.pid; error_log stderr;"
+}
+
+# ---------------------------------------------------------------- start
+log "work dir $WORK; ports: backend $P_BACKEND haproxy $P_HAPROXY nginx $P_NGINX veer $P_VEER (admin $P_ADMIN)"
+declare -A SKIPPED=()
+
+# shellcheck disable=SC2046
+start backend $PIN_BACKEND nginx -e stderr -p "$WORK/backend" -c "$WORK/backend/nginx.conf" \
+  -g "daemon off; pid $WORK/backend/nginx.pid; error_log stderr;"
+wait_ready backend "http://127.0.0.1:$P_BACKEND$REQ_PATH" 10 || { show_log backend; fail "backend nginx did not start"; }
+got=$(curl -s "http://127.0.0.1:$P_BACKEND$REQ_PATH" | wc -c)
+[ "$got" = "$BODY_BYTES" ] || fail "backend serves $got bytes, expected $BODY_BYTES"
+
+start haproxy $PIN_PROXY haproxy -f "$WORK/haproxy.cfg" -db
+wait_ready haproxy "http://127.0.0.1:$P_HAPROXY$REQ_PATH" 10 || { show_log haproxy; fail "haproxy did not start"; }
+
+start nginx $PIN_PROXY nginx -e stderr -p "$WORK/nginx-proxy" -c "$WORK/nginx-proxy/nginx.conf" \
+  -g "daemon off; pid $WORK/nginx-proxy/nginx.pid; error_log stderr;"
+wait_ready nginx "http://127.0.0.1:$P_NGINX$REQ_PATH" 10 || { show_log nginx; fail "nginx (proxy) did not start"; }
+
+skip_veer() {
+  if [ "${BENCH_REQUIRE_VEER:-0}" = 1 ]; then fail "veer: $1"; fi
+  log "SKIPPING veer: $1"
+  SKIPPED[veer]=$1
+}
+VEER_VERSION="-"
+if [ "${BENCH_SKIP_VEER:-0}" = 1 ]; then
+  skip_veer "BENCH_SKIP_VEER=1"
+elif [ ! -x "$VEER_BIN" ]; then
+  skip_veer "no binary at $VEER_BIN (make build-release)"
+else
+  VEER_VERSION=$(timeout 5 "$VEER_BIN" version 2>/dev/null | head -n 1 || true)
+  [ -n "$VEER_VERSION" ] || VEER_VERSION="?"
+  if ! timeout 10 "$VEER_BIN" check -c "$WORK/veer.json" >"$WORK/veer-check.log" 2>&1; then
+    show_log veer-check
+    skip_veer "'veer check -c veer.json' failed (config in $WORK/veer.json)"
+  else
+    start veer $PIN_PROXY "$VEER_BIN" run -c "$WORK/veer.json"
+    if ! wait_ready veer "http://127.0.0.1:$P_ADMIN/readyz" "${BENCH_VEER_READY_TIMEOUT:-10}"; then
+      show_log veer; stop veer; skip_veer "not ready (admin /readyz never answered 200)"
+    else
+      ok=0
+      for _ in $(seq 1 50); do
+        [ "$(http_code "http://127.0.0.1:$P_VEER$REQ_PATH")" = 200 ] && { ok=1; break; }
+        sleep 0.1
+      done
+      if [ "$ok" != 1 ]; then
+        code=$(http_code "http://127.0.0.1:$P_VEER$REQ_PATH")
+        show_log veer; stop veer; skip_veer "ready, but a proxied request answered '$code' instead of 200"
+      else
+        got=$(curl -s -m 5 "http://127.0.0.1:$P_VEER$REQ_PATH" | wc -c)
+        if [ "$got" != "$BODY_BYTES" ]; then
+          show_log veer; stop veer; skip_veer "proxied body is $got bytes, expected $BODY_BYTES"
+        fi
+      fi
+    fi
+  fi
+fi
+
+TARGETS=(haproxy nginx)
+[ -z "${SKIPPED[veer]:-}" ] && TARGETS+=(veer)
+
+RAW=$WORK/raw.tsv
+: >"$RAW"
+record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RAW"; }
+
+if [ -z "${SKIPPED[veer]:-}" ]; then
+  sleep 1
+  record mem 1 veer rss_idle_kb "$(rss_kb veer)"
+fi
+
+url() { echo "http://127.0.0.1:${PORT[$1]}$REQ_PATH"; }
+
+check_alive() {
+  local t
+  for t in backend "${TARGETS[@]}"; do
+    alive "$t" || { show_log "$t"; fail "$t died during the run"; }
+  done
+}
+
+# warm-up: fill the upstream pools, fault in the code paths
+for t in direct "${TARGETS[@]}"; do
+  $PIN_LOAD h2load --h1 -n 20000 -c "$CONNS" -t 1 "$(url "$t")" >"$WORK/warmup-$t.out" 2>&1 || true
+  $REPORT h2load "$WORK/warmup-$t.out" 20000 >"$WORK/warmup-$t.parsed" ||
+    { show_log "${t/direct/backend}"; fail "$t warm-up: $(cat "$WORK/warmup-$t.parsed")"; }
+done
+check_alive
+
+rotate() { # rotate ROUND ITEMS...: the items, starting at offset ROUND-1
+  local r=$1; shift
+  local n=$# i
+  local items=("$@")
+  for ((i = 0; i < n; i++)); do echo "${items[$(((i + r - 1) % n))]}"; done
+}
+
+# ---------------------------------------------------------------- phase 1: closed loop
+for r in $(seq 1 "$ROUNDS"); do
+  for t in $(rotate "$r" direct "${TARGETS[@]}"); do
+    out=$WORK/closed-$r-$t.out
+    [ "$t" != direct ] && before=$(cpu_ticks "$t")
+    $PIN_LOAD h2load --h1 -n "$REQUESTS" -c "$CONNS" -t 1 "$(url "$t")" >"$out" 2>&1 || true
+    [ "$t" != direct ] && after=$(cpu_ticks "$t")
+    if ! parsed=$($REPORT h2load "$out" "$REQUESTS"); then
+      check_alive; fail "$t closed-loop run $r: $parsed (see $out)"
+    fi
+    read -r rps done_n <<<"$parsed"
+    record closed "$r" "$t" rps "$rps"
+    if [ "$t" != direct ]; then
+      cpu=$(python3 -c "print(($after - $before) / $CLK_TCK / $done_n * 1e6)")
+      record closed "$r" "$t" cpu_us "$cpu"
+      log "round $r $t: $(printf '%.0f' "$rps") req/s, $(printf '%.2f' "$cpu") µs CPU/req ($((after - before)) ticks)"
+    else
+      log "round $r direct: $(printf '%.0f' "$rps") req/s"
+    fi
+    if [ "$WRK_DURATION" != 0 ] && [ "$t" != direct ]; then
+      out=$WORK/wrk-$r-$t.out
+      before=$(cpu_ticks "$t")
+      $PIN_LOAD wrk -t1 -c"$CONNS" -d"$WRK_DURATION" "$(url "$t")" >"$out" 2>&1 || true
+      after=$(cpu_ticks "$t")
+      if ! parsed=$($REPORT wrk "$out"); then
+        check_alive; fail "$t wrk run $r: $parsed (see $out)"
+      fi
+      read -r n wrps <<<"$parsed"
+      cpu=$(python3 -c "print(($after - $before) / $CLK_TCK / $n * 1e6)")
+      record wrk "$r" "$t" cpu_us "$cpu"
+      record wrk "$r" "$t" rps "$wrps"
+      log "round $r $t (wrk): $(printf '%.0f' "$wrps") req/s, $(printf '%.2f' "$cpu") µs CPU/req"
+    fi
+  done
+  check_alive
+done
+
+# ---------------------------------------------------------------- phase 2: open loop
+if [ -n "${BENCH_RPS:-}" ]; then
+  RATE=$BENCH_RPS
+  RATE_NOTE="BENCH_RPS"
+else
+  weakest=$($REPORT minrps "$RAW" "${TARGETS[@]}")
+  RATE=$(python3 -c "print(round($RPS_FRACTION * $weakest))")
+  RATE_NOTE="$RPS_FRACTION x the weakest proxy's median closed-loop req/s"
+fi
+RPS_PER_CONN=$(python3 -c "print(round($RATE / $LAT_CONNS, 2))")
+log "open loop at $RATE req/s ($RPS_PER_CONN per connection x $LAT_CONNS)"
+lat_secs=$(python3 -c "
+import re; m = re.fullmatch(r'([\d.]+)(ms|s|m)?', '$LAT_DURATION'); v = float(m.group(1))
+print(v / 1000 if m.group(2) == 'ms' else v * 60 if m.group(2) == 'm' else v)")
+NOTES=()
+for r in $(seq 1 "$ROUNDS"); do
+  for t in $(rotate "$r" direct "${TARGETS[@]}"); do
+    out=$WORK/lat-$r-$t.out
+    lf=$WORK/lat-$r-$t.log
+    $PIN_LOAD h2load --h1 -c "$LAT_CONNS" -t 1 --rps "$RPS_PER_CONN" -D "$LAT_DURATION" \
+      --warm-up-time "$LAT_WARMUP" --log-file "$lf" "$(url "$t")" >"$out" 2>&1 || true
+    if ! parsed=$($REPORT h2load "$out"); then
+      check_alive; fail "$t open-loop run $r: $parsed (see $out)"
+    fi
+    if ! pp=$($REPORT pct "$lf"); then
+      fail "$t open-loop run $r: $pp"
+    fi
+    read -r p50 p99 n <<<"$pp"
+    achieved=$(python3 -c "print($n / $lat_secs)")
+    record lat "$r" "$t" p50_us "$p50"
+    record lat "$r" "$t" p99_us "$p99"
+    record lat "$r" "$t" rate "$achieved"
+    if python3 -c "import sys; sys.exit(0 if $achieved < 0.95 * $RATE else 1)"; then
+      NOTES+=("round $r $t: open loop achieved only $(printf '%.0f' "$achieved") of $RATE req/s (it could not keep up: its latency is understated)")
+    fi
+    log "round $r $t: P50 ${p50} µs, P99 ${p99} µs ($(printf '%.0f' "$achieved") req/s)"
+    rm -f "$lf"
+  done
+  check_alive
+done
+
+if [ -z "${SKIPPED[veer]:-}" ]; then
+  record mem 1 veer rss_after_kb "$(rss_kb veer)"
+fi
+
+# ---------------------------------------------------------------- report
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
+if [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -n 1)" ]; then commit="$commit (dirty tree)"; fi
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+machine="$(nproc) CPUs ($cpu_model), $(uname -sr), loopback"
+tools="haproxy $(haproxy -v 2>/dev/null | awk 'NR == 1 { print $3 }' || true)"
+tools="$tools, $(nginx -v 2>&1 | sed -n 's|nginx version: ||p' || true)"
+tools="$tools, $(h2load --version 2>/dev/null | sed -n 1p || true)"
+[ "$WRK_DURATION" != 0 ] && tools="$tools, $(wrk -v 2>&1 | awk 'NR == 1 { print $1 " " $2 }' || true)"
+pin_desc="none (scheduler's choice)"
+[ "$PIN" = 1 ] && pin_desc="backend + load generator on CPU 0, proxy on CPU 1"
+
+META=$WORK/meta.json
+: >"$WORK/skipped.tsv"
+for k in "${!SKIPPED[@]}"; do printf '%s\t%s\n' "$k" "${SKIPPED[$k]}" >>"$WORK/skipped.tsv"; done
+: >"$WORK/notes.txt"
+for n in "${NOTES[@]}"; do printf '%s\n' "$n" >>"$WORK/notes.txt"; done
+M_TS=$TS M_COMMIT=$commit M_VEER_VERSION=$VEER_VERSION M_MACHINE=$machine M_TOOLS=$tools \
+M_PATH=$REQ_PATH M_BODY_BYTES=$BODY_BYTES M_REQUESTS=$REQUESTS M_CONNS=$CONNS \
+M_WRK_DURATION=$WRK_DURATION M_LAT_CONNS=$LAT_CONNS M_LAT_DURATION=$LAT_DURATION \
+M_LAT_WARMUP=$LAT_WARMUP M_RATE=$RATE M_RPS_PER_CONN=$RPS_PER_CONN M_RATE_NOTE=$RATE_NOTE \
+M_ROUNDS=$ROUNDS M_PIN=$pin_desc python3 - "$META" "$WORK/skipped.tsv" "$WORK/notes.txt" <<'EOF'
+import json, os, sys
+e = lambda k: os.environ["M_" + k]
+skipped = dict(l.rstrip("\n").split("\t", 1) for l in open(sys.argv[2]) if "\t" in l)
+notes = [l.rstrip("\n") for l in open(sys.argv[3]) if l.strip()]
+meta = {
+    "timestamp": e("TS"), "commit": e("COMMIT"), "veer_version": e("VEER_VERSION"),
+    "machine": e("MACHINE"), "tools": e("TOOLS"), "path": e("PATH"),
+    "body_bytes": int(e("BODY_BYTES")), "requests": int(e("REQUESTS")), "conns": int(e("CONNS")),
+    "wrk_duration": e("WRK_DURATION"), "lat_conns": int(e("LAT_CONNS")),
+    "lat_duration": e("LAT_DURATION"), "lat_warmup": e("LAT_WARMUP"), "rate": float(e("RATE")),
+    "rps_per_conn": float(e("RPS_PER_CONN")), "rate_note": e("RATE_NOTE"),
+    "rounds": int(e("ROUNDS")), "pin": e("PIN"), "skipped": skipped, "notes": notes,
+}
+json.dump(meta, open(sys.argv[1], "w"), indent=1)
+EOF
+
+mkdir -p "$RESULTS_DIR"
+$REPORT table "$RAW" "$META" >"$RESULTS_DIR/$TS-h1.md.tmp"
+mv "$RESULTS_DIR/$TS-h1.md.tmp" "$RESULTS_DIR/$TS-h1.md"
+cp "$RESULTS_DIR/$TS-h1.md" "$RESULTS_DIR/latest-h1.md"
+cp "$RAW" "$RESULTS_DIR/$TS-h1.raw.tsv"
+cat "$RESULTS_DIR/$TS-h1.md"
+echo
+log "written to $RESULTS_DIR/$TS-h1.md (and latest-h1.md; raw values in $TS-h1.raw.tsv)"
