@@ -1,10 +1,8 @@
 #!/usr/bin/env python3
-"""Helpers for bench/run.sh: parse load-generator output, compute percentiles,
-and render the results table.
+"""Helpers for bench/run.sh: parse load-generator output and render the results table.
 
     report.py h2load OUT [EXPECTED]      -> "rps done" or exit 1 with the reason
     report.py wrk OUT                    -> "requests rps" or exit 1 with the reason
-    report.py pct LOGFILE                -> "p50_us p99_us count" (h2load --log-file)
     report.py table RAW META             -> markdown on stdout
 
 RAW is a TSV file written by run.sh: phase, round, target, key, value.
@@ -70,34 +68,6 @@ def parse_wrk(path):
     print(m.group(1), rps.group(1))
 
 
-def percentile(sorted_vals, p):
-    # nearest-rank
-    if not sorted_vals:
-        return float("nan")
-    k = max(0, min(len(sorted_vals) - 1, int(round(p / 100.0 * len(sorted_vals) + 0.5)) - 1))
-    return sorted_vals[k]
-
-
-def pct(path):
-    vals = []
-    bad = 0
-    with open(path) as f:
-        for line in f:
-            parts = line.split("\t")
-            if len(parts) < 3:
-                continue
-            code = int(parts[1])
-            if not 200 <= code < 300:
-                bad += 1
-            vals.append(int(parts[2]))
-    if bad:
-        die(f"{bad} non-2xx responses in {path}")
-    if not vals:
-        die(f"no requests logged in {path}")
-    vals.sort()
-    print(percentile(vals, 50), percentile(vals, 99), len(vals))
-
-
 def load_raw(path):
     data = {}  # (phase, target, key) -> {round: value}
     with open(path) as f:
@@ -161,9 +131,9 @@ def table(raw_path, meta_path):
       f"every proxy has 1 worker/thread and upstream keep-alive")
     w(f"- closed loop: `h2load --h1 -n {meta['requests']} -c {meta['conns']} -t 1`"
       + (f"; cross-check `wrk -t1 -c{meta['conns']} -d{meta['wrk_duration']}`" if wrk_on else ""))
-    w(f"- open loop: `h2load --h1 -c {meta['lat_conns']} -t 1 --rps {meta['rps_per_conn']:.2f} "
-      f"-D {meta['lat_duration']} --warm-up-time {meta['lat_warmup']}` = {meta['rate']:,.0f} req/s total "
-      f"({meta['rate_note']})")
+    w(f"- open loop: `bench/oload -c {meta['lat_conns']} -r {meta['rate']:.0f} -d {meta['lat_duration']} "
+      f"-w {meta['lat_warmup']}` = {meta['rate']:,.0f} req/s total on a fixed schedule, latency from each "
+      f"request's due time (no coordinated omission) ({meta['rate_note']})")
     w(f"- rounds: {meta['rounds']} (targets interleaved, order rotated each round); "
       f"values are medians over rounds, (min–max) in brackets; pinning: {meta['pin']}")
     w("")
@@ -238,8 +208,6 @@ def main():
         parse_h2load(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None)
     elif cmd == "wrk":
         parse_wrk(sys.argv[2])
-    elif cmd == "pct":
-        pct(sys.argv[2])
     elif cmd == "table":
         table(sys.argv[2], sys.argv[3])
     elif cmd == "minrps":

@@ -68,6 +68,7 @@ need curl curl
 need nginx nginx-light
 need haproxy haproxy
 need h2load nghttp2-client
+need cc build-essential
 if [ "$WRK_DURATION" != 0 ] && ! command -v wrk >/dev/null 2>&1; then
   log "wrk not found (apt-get install -y wrk): skipping the wrk cross-check"
   WRK_DURATION=0
@@ -83,6 +84,7 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- processes
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/veer-bench.XXXXXX")
+OLOAD=$WORK/oload # the open-loop load generator (see its header for why not h2load --rps)
 declare -A PID=()
 FAILED=0
 
@@ -105,6 +107,8 @@ fail() {
   echo "bench: FAILED: $*" >&2
   exit 1
 }
+
+cc -O2 -o "$OLOAD" "$ROOT/bench/oload.c" -lm || fail "cannot build bench/oload.c"
 
 show_log() { # show_log NAME: last lines of a process log
   [ -s "$WORK/$1.log" ] || return 0
@@ -417,25 +421,26 @@ else
   RATE_NOTE="$RPS_FRACTION x the weakest proxy's median closed-loop req/s"
 fi
 RPS_PER_CONN=$(python3 -c "print(round($RATE / $LAT_CONNS, 2))")
-log "open loop at $RATE req/s ($RPS_PER_CONN per connection x $LAT_CONNS)"
-lat_secs=$(python3 -c "
-import re; m = re.fullmatch(r'([\d.]+)(ms|s|m)?', '$LAT_DURATION'); v = float(m.group(1))
-print(v / 1000 if m.group(2) == 'ms' else v * 60 if m.group(2) == 'm' else v)")
+log "open loop at $RATE req/s over $LAT_CONNS connections (bench/oload.c: fixed schedule, latency from the due time)"
+secs() { # "10s" / "500ms" / "1m" -> seconds
+  python3 -c "
+import re, sys; m = re.fullmatch(r'([\d.]+)(ms|s|m)?', sys.argv[1]); v = float(m.group(1))
+print(v / 1000 if m.group(2) == 'ms' else v * 60 if m.group(2) == 'm' else v)" "$1"
+}
+lat_secs=$(secs "$LAT_DURATION")
+lat_warm=$(secs "$LAT_WARMUP")
 NOTES=()
 for r in $(seq 1 "$ROUNDS"); do
   for t in $(rotate "$r" direct "${TARGETS[@]}"); do
     out=$WORK/lat-$r-$t.out
-    lf=$WORK/lat-$r-$t.log
-    $PIN_LOAD h2load --h1 -c "$LAT_CONNS" -t 1 --rps "$RPS_PER_CONN" -D "$LAT_DURATION" \
-      --warm-up-time "$LAT_WARMUP" --log-file "$lf" "$(url "$t")" >"$out" 2>&1 || true
-    if ! parsed=$($REPORT h2load "$out"); then
-      check_alive; fail "$t open-loop run $r: $parsed (see $out)"
+    $PIN_LOAD "$OLOAD" -a 127.0.0.1 -p "${PORT[$t]}" -u "$REQ_PATH" -c "$LAT_CONNS" -r "$RATE" \
+      -d "$lat_secs" -w "$lat_warm" >"$out" 2>&1 || true
+    p50=$(awk '$1 == "p50_us" {print $2}' "$out"); p99=$(awk '$1 == "p99_us" {print $2}' "$out")
+    achieved=$(awk '$1 == "achieved_rps" {print $2}' "$out")
+    bad=$(awk '$1 == "non_2xx" || $1 == "errors" || $1 == "timeouts" {n += $2} END {print n + 0}' "$out")
+    if [ -z "$p99" ] || [ -z "$achieved" ] || [ "$bad" != 0 ]; then
+      check_alive; fail "$t open-loop run $r: $bad failed requests or no result (see $out)"
     fi
-    if ! pp=$($REPORT pct "$lf"); then
-      fail "$t open-loop run $r: $pp"
-    fi
-    read -r p50 p99 n <<<"$pp"
-    achieved=$(python3 -c "print($n / $lat_secs)")
     record lat "$r" "$t" p50_us "$p50"
     record lat "$r" "$t" p99_us "$p99"
     record lat "$r" "$t" rate "$achieved"
@@ -443,7 +448,6 @@ for r in $(seq 1 "$ROUNDS"); do
       NOTES+=("round $r $t: open loop achieved only $(printf '%.0f' "$achieved") of $RATE req/s (it could not keep up: its latency is understated)")
     fi
     log "round $r $t: P50 ${p50} µs, P99 ${p99} µs ($(printf '%.0f' "$achieved") req/s)"
-    rm -f "$lf"
   done
   check_alive
 done
