@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,6 +22,10 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+
+#include "metrics.h"
+#include "resilience.h"
+#include "stats.h"
 
 #define ADMIN_MAX_HEADERS_SIZE (16 * 1024L)
 #define ADMIN_MAX_BODY_SIZE (64 * 1024L)
@@ -328,8 +333,14 @@ static cJSON *cluster_json(const veer_snapshot_t *snap, size_t index, uint32_t w
     cJSON_AddStringToObject(item, "protocol", protocol_name(cluster->protocol));
     cJSON_AddStringToObject(item, "lb", lb_name(cluster->lb));
     endpoints = cJSON_AddArrayToObject(item, "endpoints");
-    for (size_t i = 0; set != NULL && i < set->count; i++)
-        cJSON_AddItemToArray(endpoints, endpoint_json(set->endpoints[i], worker_count));
+    for (size_t i = 0; set != NULL && i < set->count; i++) {
+        cJSON *ep = endpoint_json(set->endpoints[i], worker_count);
+        veer_resilience_endpoint_json(cluster->name, set->endpoints[i]->id, ep);
+        cJSON_AddItemToArray(endpoints, ep);
+    }
+    if (cluster->failover >= 0 && (size_t)cluster->failover < snap->config->cluster_count)
+        cJSON_AddStringToObject(item, "failover", snap->config->clusters[cluster->failover].name);
+    veer_resilience_cluster_json(cluster->name, item);
     return item;
 }
 
@@ -399,6 +410,66 @@ static void handle_status(admin_call_t *call)
         cJSON_AddItemToArray(clusters, cluster_json(snap, i, admin->rt->worker_count));
     veer_snapshot_release(snap);
     reply_json(call, 200, body);
+}
+
+/* Built here on the main thread; workers only see relaxed loads of their
+ * counters, so a scrape never holds them up. */
+static void handle_metrics(admin_call_t *call)
+{
+    veer_metrics_source_t *src = call->admin->hooks.metrics;
+    if (src == NULL) {
+        reply_error(call, 503, "metrics are not available");
+        return;
+    }
+    veer_prom_buf_t b;
+    veer_prom_buf_init(&b, VEER_METRICS_MAX_BYTES);
+    if (veer_metrics_prometheus(src, &b) < 0)
+        reply_error(call, 500, "the metrics text passed its size limit");
+    else
+        send_text(call, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+    veer_prom_buf_free(&b);
+}
+
+/* ?window=30s (default VEER_METRICS_DEFAULT_WINDOW_S, capped at stats.window). */
+static void handle_stats(admin_call_t *call)
+{
+    veer_metrics_source_t *src = call->admin->hooks.metrics;
+    if (src == NULL || src->rt->stats == NULL) {
+        reply_error(call, 503, "stats are not available");
+        return;
+    }
+    uint32_t max_s = veer_stats_window(src->rt->stats);
+    uint32_t window_s = max_s < VEER_METRICS_DEFAULT_WINDOW_S ? max_s : VEER_METRICS_DEFAULT_WINDOW_S;
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(call->req));
+    char err[160];
+    if (query != NULL && query[0] != '\0') {
+        struct evkeyvalq params;
+        TAILQ_INIT(&params);
+        int bad = evhttp_parse_query_str(query, &params) != 0;
+        for (struct evkeyval *kv = params.tqh_first; !bad && kv != NULL; kv = kv->next.tqe_next) {
+            if (strcmp(kv->key, "window") != 0) {
+                snprintf(err, sizeof err, "unknown parameter \"%.64s\" (only window)", kv->key);
+                bad = 2;
+            } else if (veer_metrics_parse_window(kv->value, max_s, &window_s, err, sizeof err) < 0) {
+                bad = 2;
+            }
+        }
+        evhttp_clear_headers(&params);
+        if (bad) {
+            reply_error(call, 400, bad == 2 ? err : "malformed query string");
+            return;
+        }
+    }
+    cJSON *body = veer_metrics_stats_json(src, window_s, veer_metrics_now());
+    if (body == NULL)
+        reply_error(call, 500, "out of memory");
+    else
+        reply_json(call, 200, body);
+}
+
+static void handle_statuspage(admin_call_t *call)
+{
+    send_text(call, 200, "text/html; charset=utf-8", veer_statuspage_html, veer_statuspage_html_len);
 }
 
 static void reply_unknown_route(admin_call_t *call)
@@ -757,6 +828,9 @@ static const admin_endpoint_t ENDPOINTS[] = {
     {"/healthz", EVHTTP_REQ_GET, ACCESS_OPEN, handle_healthz},
     {"/readyz", EVHTTP_REQ_GET, ACCESS_OPEN, handle_readyz},
     {"/v1/status", EVHTTP_REQ_GET, ACCESS_READ, handle_status},
+    {"/", EVHTTP_REQ_GET, ACCESS_READ, handle_statuspage},
+    {"/metrics", EVHTTP_REQ_GET, ACCESS_READ, handle_metrics},
+    {"/v1/stats", EVHTTP_REQ_GET, ACCESS_READ, handle_stats},
     {"/v1/config", EVHTTP_REQ_GET, ACCESS_READ, handle_config},
     {"/v1/routes/*", EVHTTP_REQ_GET, ACCESS_READ, handle_route_get},
     {"/v1/routes/*/weights", EVHTTP_REQ_PUT, ACCESS_MUTATE, handle_weights_put},

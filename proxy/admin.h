@@ -11,6 +11,7 @@
 #include "runtime.h"
 
 struct event_base;
+struct veer_metrics_source_s;
 
 typedef struct veer_admin_hooks_s {
     void *ctx;
@@ -19,6 +20,7 @@ typedef struct veer_admin_hooks_s {
     int (*reload)(void *ctx, char *err, size_t errlen);
     void (*drain)(void *ctx);       /* start a graceful drain */
     bool (*is_draining)(void *ctx);
+    struct veer_metrics_source_s *metrics; /* GET /metrics, /v1/stats (metrics.h); NULL: 503 */
 } veer_admin_hooks_t;
 
 typedef struct veer_admin_s veer_admin_t;

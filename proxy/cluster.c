@@ -9,9 +9,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stats.h"
 #include "upstream.h"
 
 static atomic_uint next_endpoint_id = 1;
+/* Set once at start, before any worker or DNS thread makes an endpoint. */
+static veer_stats_t *endpoint_stats;
+
+void veer_endpoint_stats_attach(veer_stats_t *st)
+{
+    endpoint_stats = st;
+}
 
 void veer_sockaddr_format(const struct sockaddr *sa, char *out, size_t outlen)
 {
@@ -45,8 +53,17 @@ veer_endpoint_t *veer_endpoint_new(const struct sockaddr *sa, socklen_t len, con
         free(ep);
         return NULL;
     }
+    if (endpoint_stats != NULL && (ep->stats = veer_stats_endpoint_new(endpoint_stats)) == NULL) {
+        free(ep->host);
+        free(ep->slots);
+        free(ep);
+        return NULL;
+    }
     atomic_init(&ep->refs, 1);
     atomic_init(&ep->retired, false);
+    atomic_init(&ep->unhealthy, false);
+    atomic_init(&ep->ejected, false);
+    atomic_init(&ep->route_state, VEER_EP_UNSET);
     ep->id = atomic_fetch_add(&next_endpoint_id, 1);
     memcpy(&ep->addr, sa, len);
     ep->addrlen = len;
@@ -65,6 +82,7 @@ void veer_endpoint_unref(veer_endpoint_t *ep)
         return;
     free(ep->host);
     free(ep->slots);
+    veer_stats_endpoint_free(ep->stats);
     free(ep);
 }
 
@@ -93,7 +111,7 @@ void veer_endpoint_set_unref(veer_endpoint_set_t *set)
 }
 
 veer_endpoint_t *veer_lb_pick(const veer_endpoint_set_t *set, veer_lb_t lb, uint32_t worker, uint32_t *rr,
-                              uint32_t random)
+                              uint32_t random, bool unset_ok)
 {
     size_t n = set ? set->count : 0;
     if (n == 0)
@@ -105,19 +123,19 @@ veer_endpoint_t *veer_lb_pick(const veer_endpoint_set_t *set, veer_lb_t lb, uint
         if (b >= a)
             b++;
         veer_endpoint_t *ea = set->endpoints[a], *eb = set->endpoints[b];
-        bool ra = atomic_load_explicit(&ea->retired, memory_order_relaxed);
-        bool rb = atomic_load_explicit(&eb->retired, memory_order_relaxed);
-        if (!ra && !rb)
+        bool ua = veer_endpoint_usable(ea, unset_ok);
+        bool ub = veer_endpoint_usable(eb, unset_ok);
+        if (ua && ub)
             return ea->slots[worker].active_requests <= eb->slots[worker].active_requests ? ea : eb;
-        if (!ra)
+        if (ua)
             return ea;
-        if (!rb)
+        if (ub)
             return eb;
-        /* Both retired: fall through to a scan. */
+        /* Neither may take traffic: fall through to a scan. */
     }
     for (size_t i = 0; i < n; i++) {
         veer_endpoint_t *ep = set->endpoints[(*rr)++ % n];
-        if (!atomic_load_explicit(&ep->retired, memory_order_relaxed))
+        if (veer_endpoint_usable(ep, unset_ok))
             return ep;
     }
     return NULL;

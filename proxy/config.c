@@ -624,7 +624,16 @@ static uint64_t fraction_micros(const char *digits, size_t len, uint64_t unit_us
 
 int veer_duration_parse(const char *text, uint64_t *out_ms)
 {
-    if (!text || !out_ms || !is_digit(*text))
+    uint64_t us;
+    if (!out_ms || veer_duration_parse_us(text, &us) != 0)
+        return -1;
+    *out_ms = us / 1000 + (us % 1000 != 0);
+    return 0;
+}
+
+int veer_duration_parse_us(const char *text, uint64_t *out_us)
+{
+    if (!text || !out_us || !is_digit(*text))
         return -1;
     const char *s = text;
     uint64_t whole = 0;
@@ -645,7 +654,7 @@ int veer_duration_parse(const char *text, uint64_t *out_ms)
     if (unit_us == 0 || __builtin_mul_overflow(whole, unit_us, &total_us) ||
         __builtin_add_overflow(total_us, fraction_micros(fraction, fraction_len, unit_us), &total_us))
         return -1;
-    *out_ms = total_us / 1000 + (total_us % 1000 != 0);
+    *out_us = total_us;
     return 0;
 }
 
@@ -870,19 +879,55 @@ static void parse_admin(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root,
 
 static void parse_access_log(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
 {
-    static const char *const keys[] = {"path", "format", NULL};
+    static const char *const keys[] = {"path", "format", "buffer_bytes", NULL};
     static const char *const formats[] = {"json", NULL};
     const cJSON *log = read_object(ctx, root, at, "access_log", 0, keys);
     jpath_t p = path_key(at, "access_log");
     cfg->access_log.path = read_string(ctx, log, &p, "path", F_NULLABLE, NULL);
     cfg->access_log.format = (veer_access_log_format_t)read_enum(ctx, log, &p, "format", formats, 0);
+    cfg->access_log.buffer_bytes = read_uint(ctx, log, &p, "buffer_bytes", 16384, 67108864, 262144);
+}
+
+static void parse_trace(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
+{
+    static const char *const keys[] = {"sample_percent", NULL};
+    const cJSON *obj = read_object(ctx, root, at, "trace", 0, keys);
+    jpath_t p = path_key(at, "trace");
+    cfg->trace.sample_percent = (uint32_t)read_uint(ctx, obj, &p, "sample_percent", 0, 100, 100);
+}
+
+static void parse_http2_limits(parse_ctx_t *ctx, const cJSON *limits, const jpath_t *at, veer_limits_config_t *out)
+{
+    static const char *const keys[] = {"max_concurrent_streams", "max_header_list_size", "initial_window_size",
+                                       "connection_window_size", "header_table_size", "max_continuations",
+                                       "reset_rate", "reset_burst", "max_settings_per_second",
+                                       "max_pings_per_second", "max_empty_frames_per_second",
+                                       "max_priority_per_second", NULL};
+    const cJSON *obj = read_object(ctx, limits, at, "http2", 0, keys);
+    jpath_t p = path_key(at, "http2");
+    veer_http2_limits_t *h2 = &out->http2;
+    h2->max_concurrent_streams = (uint32_t)read_uint(ctx, obj, &p, "max_concurrent_streams", 1, 10000, 100);
+    h2->max_header_list_size =
+        (uint32_t)read_uint(ctx, obj, &p, "max_header_list_size", 1024, 16777216, out->max_header_bytes);
+    h2->initial_window_size = (uint32_t)read_uint(ctx, obj, &p, "initial_window_size", 1024, 2147483647, 65535);
+    h2->connection_window_size =
+        (uint32_t)read_uint(ctx, obj, &p, "connection_window_size", 65535, 2147483647, 1048576);
+    h2->header_table_size = (uint32_t)read_uint(ctx, obj, &p, "header_table_size", 0, 65536, 4096);
+    h2->max_continuations = (uint32_t)read_uint(ctx, obj, &p, "max_continuations", 0, 1024, 16);
+    h2->reset_rate = (uint32_t)read_uint(ctx, obj, &p, "reset_rate", 1, 100000, 100);
+    h2->reset_burst = (uint32_t)read_uint(ctx, obj, &p, "reset_burst", 1, 100000, 200);
+    h2->max_settings_per_second = (uint32_t)read_uint(ctx, obj, &p, "max_settings_per_second", 1, 100000, 50);
+    h2->max_pings_per_second = (uint32_t)read_uint(ctx, obj, &p, "max_pings_per_second", 1, 100000, 50);
+    h2->max_empty_frames_per_second =
+        (uint32_t)read_uint(ctx, obj, &p, "max_empty_frames_per_second", 1, 100000, 100);
+    h2->max_priority_per_second = (uint32_t)read_uint(ctx, obj, &p, "max_priority_per_second", 1, 100000, 100);
 }
 
 static void parse_limits(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
 {
     static const char *const keys[] = {"max_header_bytes", "max_body_bytes", "idle_timeout", "drain_timeout",
                                        "header_timeout", "max_connections", "buffer_bytes", "max_idle_upstream",
-                                       "max_pipelined", NULL};
+                                       "max_pipelined", "http2", NULL};
     const cJSON *obj = read_object(ctx, root, at, "limits", 0, keys);
     jpath_t p = path_key(at, "limits");
     veer_limits_config_t *out = &cfg->limits;
@@ -895,6 +940,76 @@ static void parse_limits(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root
     out->buffer_bytes = read_uint(ctx, obj, &p, "buffer_bytes", 4096, 16777216, 65536);
     out->max_idle_upstream = read_uint(ctx, obj, &p, "max_idle_upstream", 0, 65536, 64);
     out->max_pipelined = read_uint(ctx, obj, &p, "max_pipelined", 1, 1024, 16);
+    parse_http2_limits(ctx, obj, &p, out);
+}
+
+/* stats (stats.h, prom.h). The caps match histogram.h and stats.h, which
+ * this file does not include so that it stays testable on its own. */
+#define STATS_MAX_WINDOW_MS 3600000
+#define STATS_MAX_BUCKETS 256
+#define STATS_MAX_BUCKET_US 4294967295ull     /* VEER_HIST_MAX_VALUE: 4294.967295s */
+#define STATS_MAX_WINDOW_BYTES 16776960       /* VEER_STATS_MAX_WINDOW_BYTES: 65535 pieces of 256 bytes */
+
+static void parse_histogram_buckets(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at,
+                                    veer_stats_config_t *out)
+{
+    const cJSON *array = read_array(ctx, obj, at, "histogram_buckets", 0);
+    jpath_t p = path_key(at, "histogram_buckets");
+    if (!array)
+        return;
+    size_t n = (size_t)cJSON_GetArraySize(array);
+    if (n > STATS_MAX_BUCKETS) {
+        add_error(ctx, &p, "at most %d buckets, got %zu", STATS_MAX_BUCKETS, n);
+        return;
+    }
+    out->histogram_buckets_us = alloc_items(ctx, &p, array, sizeof *out->histogram_buckets_us,
+                                            &out->histogram_bucket_count);
+    if (!out->histogram_buckets_us)
+        return;
+    const cJSON *prev = NULL; /* the last valid bound */
+    uint64_t prev_us = 0;
+    size_t i = 0;
+    for (const cJSON *item = array->child; item; item = item->next, i++) {
+        jpath_t ip = path_index(&p, i);
+        char got[64], before[64];
+        uint64_t us;
+        if (!cJSON_IsString(item) || veer_duration_parse_us(item->valuestring, &us) != 0) {
+            add_error(ctx, &ip, "expected a duration such as \"250ms\" or \"100us\", got %s",
+                      describe(item, got, sizeof got));
+            continue;
+        }
+        if (us == 0 || us > STATS_MAX_BUCKET_US) {
+            add_error(ctx, &ip, "must be between 1us and 4294s, got %s", describe(item, got, sizeof got));
+            continue;
+        }
+        if (prev && us <= prev_us)
+            add_error(ctx, &ip, "must be greater than the bound before it (%s), got %s",
+                      describe(prev, before, sizeof before), describe(item, got, sizeof got));
+        out->histogram_buckets_us[i] = us;
+        prev = item;
+        prev_us = us;
+    }
+}
+
+static void parse_stats(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
+{
+    static const char *const keys[] = {"window", "histogram_buckets", "max_series", "max_window_bytes", NULL};
+    const cJSON *obj = read_object(ctx, root, at, "stats", 0, keys);
+    jpath_t p = path_key(at, "stats");
+    veer_stats_config_t *out = &cfg->stats;
+    uint64_t window_ms = read_duration(ctx, obj, &p, "window", 1000, 60000);
+    jpath_t wp = path_key(&p, "window");
+    if (window_ms % 1000 != 0) {
+        add_error(ctx, &wp, "must be a whole number of seconds (the window is kept in 1-second slices)");
+        window_ms = 60000;
+    } else if (window_ms > STATS_MAX_WINDOW_MS) {
+        add_error(ctx, &wp, "must be at most 1h");
+        window_ms = 60000;
+    }
+    out->window_s = (uint32_t)(window_ms / 1000);
+    parse_histogram_buckets(ctx, obj, &p, out);
+    out->max_series = (uint32_t)read_uint(ctx, obj, &p, "max_series", 1, 1048576, 16384);
+    out->max_window_bytes = read_uint(ctx, obj, &p, "max_window_bytes", 0, STATS_MAX_WINDOW_BYTES, 8388608);
 }
 
 static void parse_workers(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
@@ -980,10 +1095,73 @@ static veer_tls_cluster_config_t *parse_cluster_tls(parse_ctx_t *ctx, const cJSO
     return out;
 }
 
+/* Exactly three digits: an HTTP status 100..599, else -1. */
+static int status_digits(const char *s)
+{
+    for (int i = 0; i < 3; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+    int v = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
+    return v >= 100 && v <= 599 ? v : -1;
+}
+
+/* 503, "503" or "500-504" (inclusive). */
+static bool parse_status_item(const cJSON *item, veer_status_range_t *out)
+{
+    uint64_t v;
+    if (json_to_uint(item, &v)) {
+        if (v < 100 || v > 599)
+            return false;
+        out->lo = out->hi = (uint16_t)v;
+        return true;
+    }
+    if (!cJSON_IsString(item))
+        return false;
+    const char *s = item->valuestring;
+    int lo = status_digits(s), hi = lo;
+    if (lo < 0)
+        return false;
+    if (s[3] == '-') {
+        hi = status_digits(s + 4);
+        if (hi < 0 || s[7] != '\0' || hi < lo)
+            return false;
+    } else if (s[3] != '\0') {
+        return false;
+    }
+    out->lo = (uint16_t)lo;
+    out->hi = (uint16_t)hi;
+    return true;
+}
+
+/* obj[key]: a non-empty list of statuses and ranges, at most
+ * VEER_STATUS_RANGES_MAX. Returns how many were stored in out (0 when absent). */
+static size_t read_status_list(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, const char *key,
+                               veer_status_range_t *out)
+{
+    const cJSON *array = read_array(ctx, obj, at, key, 0);
+    jpath_t p = path_key(at, key);
+    size_t count = 0, i = 0;
+    for (const cJSON *item = array ? array->child : NULL; item; item = item->next, i++) {
+        jpath_t ip = path_index(&p, i);
+        char got[64];
+        veer_status_range_t range;
+        if (!parse_status_item(item, &range)) {
+            add_error(ctx, &ip, "expected a status 100..599 or a range such as \"200-399\", got %s",
+                      describe(item, got, sizeof got));
+        } else if (count == VEER_STATUS_RANGES_MAX) {
+            add_error(ctx, &ip, "too many entries (at most %d)", VEER_STATUS_RANGES_MAX);
+            break;
+        } else {
+            out[count++] = range;
+        }
+    }
+    return count;
+}
+
 static veer_health_check_config_t *parse_health_check(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at)
 {
     static const char *const keys[] = {"path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold",
-                                       NULL};
+                                       "expected_statuses", "jitter", "require_initial_pass", NULL};
     const cJSON *hc = read_object(ctx, obj, at, "health_check", F_NULLABLE, keys);
     if (!hc)
         return NULL;
@@ -1004,6 +1182,19 @@ static veer_health_check_config_t *parse_health_check(parse_ctx_t *ctx, const cJ
         jpath_t tp = path_key(&p, "timeout");
         add_error(ctx, &tp, "must be shorter than interval (%s)", format_ms(out->interval_ms, interval, sizeof interval));
     }
+    out->jitter_ms = read_duration(ctx, hc, &p, "jitter", 0, out->interval_ms / 10);
+    if (out->jitter_ms >= out->interval_ms) {
+        char interval[32];
+        jpath_t jp = path_key(&p, "jitter");
+        add_error(ctx, &jp, "must be shorter than interval (%s)",
+                  format_ms(out->interval_ms, interval, sizeof interval));
+    }
+    out->expected_status_count = read_status_list(ctx, hc, &p, "expected_statuses", out->expected_statuses);
+    if (!lookup(hc, "expected_statuses")) {
+        out->expected_statuses[0] = (veer_status_range_t){200, 399};
+        out->expected_status_count = 1;
+    }
+    out->require_initial_pass = read_bool(ctx, hc, &p, "require_initial_pass", true);
     return out;
 }
 
@@ -1012,7 +1203,13 @@ static veer_outlier_config_t *parse_outlier(parse_ctx_t *ctx, const cJSON *obj, 
     static const char *const keys[] = {"consecutive_5xx", "consecutive_gateway_failure", "interval",
                                        "base_ejection_time", "max_ejection_time", "max_ejection_percent",
                                        "success_rate_minimum_hosts", "success_rate_request_volume",
-                                       "success_rate_stdev_factor", NULL};
+                                       "success_rate_stdev_factor", "consecutive_local_origin_failure",
+                                       "enforcing_consecutive_5xx", "enforcing_consecutive_gateway_failure",
+                                       "enforcing_consecutive_local_origin_failure", "enforcing_success_rate",
+                                       "enforcing_failure_percentage", "failure_percentage_threshold",
+                                       "failure_percentage_minimum_hosts", "failure_percentage_request_volume",
+                                       "latency_p99_max", "latency_request_volume", "max_ejection_time_jitter",
+                                       "successful_active_health_check_uneject_host", NULL};
     const cJSON *od = read_object(ctx, obj, at, "outlier_detection", F_NULLABLE, keys);
     if (!od)
         return NULL;
@@ -1030,6 +1227,25 @@ static veer_outlier_config_t *parse_outlier(parse_ctx_t *ctx, const cJSON *obj, 
     out->success_rate_request_volume =
         (uint32_t)read_uint(ctx, od, &p, "success_rate_request_volume", 1, 1000000000, 100);
     out->success_rate_stdev_factor = read_number(ctx, od, &p, "success_rate_stdev_factor", 0, true, 100, 1.9);
+    out->consecutive_local_origin_failure =
+        (uint32_t)read_uint(ctx, od, &p, "consecutive_local_origin_failure", 0, 1000000, 5);
+    out->enforcing_consecutive_5xx = (uint32_t)read_uint(ctx, od, &p, "enforcing_consecutive_5xx", 0, 100, 100);
+    out->enforcing_consecutive_gateway_failure =
+        (uint32_t)read_uint(ctx, od, &p, "enforcing_consecutive_gateway_failure", 0, 100, 100);
+    out->enforcing_consecutive_local_origin_failure =
+        (uint32_t)read_uint(ctx, od, &p, "enforcing_consecutive_local_origin_failure", 0, 100, 100);
+    out->enforcing_success_rate = (uint32_t)read_uint(ctx, od, &p, "enforcing_success_rate", 0, 100, 100);
+    out->enforcing_failure_percentage = (uint32_t)read_uint(ctx, od, &p, "enforcing_failure_percentage", 0, 100, 0);
+    out->failure_percentage_threshold = (uint32_t)read_uint(ctx, od, &p, "failure_percentage_threshold", 0, 100, 85);
+    out->failure_percentage_minimum_hosts =
+        (uint32_t)read_uint(ctx, od, &p, "failure_percentage_minimum_hosts", 0, 1000000, 5);
+    out->failure_percentage_request_volume =
+        (uint32_t)read_uint(ctx, od, &p, "failure_percentage_request_volume", 1, 1000000000, 50);
+    out->latency_p99_max_ms = read_duration(ctx, od, &p, "latency_p99_max", 0, 0);
+    out->latency_request_volume = (uint32_t)read_uint(ctx, od, &p, "latency_request_volume", 1, 1000000000, 100);
+    out->max_ejection_time_jitter_ms = read_duration(ctx, od, &p, "max_ejection_time_jitter", 0, 0);
+    out->successful_active_health_check_uneject_host =
+        read_bool(ctx, od, &p, "successful_active_health_check_uneject_host", true);
     if (out->max_ejection_time_ms < out->base_ejection_time_ms) {
         char base[32];
         jpath_t mp = path_key(&p, "max_ejection_time");
@@ -1054,7 +1270,9 @@ static void parse_breakers(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at
 static void parse_cluster(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, veer_cluster_config_t *out)
 {
     static const char *const keys[] = {"endpoints", "dns_refresh", "protocol", "lb", "connect_timeout", "tls",
-                                       "health_check", "outlier_detection", "circuit_breakers", NULL};
+                                       "health_check", "outlier_detection", "circuit_breakers",
+                                       "max_streams_per_connection", "connections_per_endpoint",
+                                       "panic_threshold", "failover", NULL};
     static const char *const protocols[] = {"http1", "h2c", "h2", NULL};
     static const char *const lbs[] = {"least_request", "round_robin", NULL};
     if (!expect_object(ctx, obj, at, keys))
@@ -1068,7 +1286,14 @@ static void parse_cluster(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at,
     out->health_check = parse_health_check(ctx, obj, at);
     out->outlier_detection = parse_outlier(ctx, obj, at);
     parse_breakers(ctx, obj, at, &out->circuit_breakers);
+    out->panic_threshold = (uint32_t)read_uint(ctx, obj, at, "panic_threshold", 0, 100, 50);
+    out->max_streams_per_connection =
+        (uint32_t)read_uint(ctx, obj, at, "max_streams_per_connection", 1, 1000000, 100);
+    out->connections_per_endpoint = (uint32_t)read_uint(ctx, obj, at, "connections_per_endpoint", 1, 1024, 1);
 }
+
+static int read_cluster_ref(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON *obj, const jpath_t *at,
+                            const char *key);
 
 /* Names first (so routes can refer to a cluster whose body has errors without
  * a second, misleading error), then each cluster's body. */
@@ -1099,6 +1324,15 @@ static void parse_clusters(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *ro
     for (const cJSON *item = obj->child; item; item = item->next, i++) {
         jpath_t cp = path_key(&p, item->string);
         parse_cluster(ctx, item, &cp, &cfg->clusters[i]);
+        cfg->clusters[i].failover = -1;
+        if (cJSON_IsObject(item) && lookup(item, "failover") != NULL) {
+            int f = read_cluster_ref(ctx, cfg, item, &cp, "failover");
+            jpath_t fp = path_key(&cp, "failover");
+            if (f == (int)i)
+                add_error(ctx, &fp, "a cluster cannot fail over to itself");
+            else
+                cfg->clusters[i].failover = f;
+        }
     }
 }
 
@@ -1245,12 +1479,10 @@ static void parse_split(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON 
         add_error(ctx, &p, "all weights are 0 (at least one cluster needs a positive weight)");
 }
 
-static void parse_override(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON *item, const jpath_t *at,
-                           veer_override_t *out)
+/* {"header" | "cookie": NAME, "equals": VALUE}: the rule of an override and of
+ * an A/B canary's match. */
+static void parse_key_rule(parse_ctx_t *ctx, const cJSON *item, const jpath_t *at, veer_override_t *out)
 {
-    static const char *const keys[] = {"header", "cookie", "equals", "cluster", NULL};
-    if (!expect_object(ctx, item, at, keys))
-        return;
     bool has_header = lookup(item, "header"), has_cookie = lookup(item, "cookie");
     if (has_header == has_cookie) {
         add_error(ctx, at, "expected exactly one of \"header\" or \"cookie\"");
@@ -1267,6 +1499,15 @@ static void parse_override(parse_ctx_t *ctx, const veer_config_t *cfg, const cJS
     }
     out->equals = read_string(ctx, item, at, "equals", F_REQUIRED | F_ALLOW_EMPTY, NULL);
     out->equals_len = out->equals ? strlen(out->equals) : 0;
+}
+
+static void parse_override(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON *item, const jpath_t *at,
+                           veer_override_t *out)
+{
+    static const char *const keys[] = {"header", "cookie", "equals", "cluster", NULL};
+    if (!expect_object(ctx, item, at, keys))
+        return;
+    parse_key_rule(ctx, item, at, out);
     out->cluster = read_cluster_ref(ctx, cfg, item, at, "cluster");
 }
 
@@ -1321,7 +1562,7 @@ static void parse_sticky(parse_ctx_t *ctx, const cJSON *route, const jpath_t *at
 static uint32_t parse_retry_on(parse_ctx_t *ctx, const cJSON *retry, const jpath_t *at)
 {
     static const char *const names[] = {"connect-failure", "reset", "refused-stream", "5xx", "gateway-error", "503",
-                                        "timeout", NULL};
+                                        "timeout", "retriable-status-codes", NULL};
     const cJSON *array = read_array(ctx, retry, at, "on", F_ALLOW_EMPTY);
     jpath_t p = path_key(at, "on");
     if (!lookup(retry, "on"))
@@ -1337,7 +1578,8 @@ static uint32_t parse_retry_on(parse_ctx_t *ctx, const cJSON *retry, const jpath
         char got[64];
         if (bit < 0)
             add_error(ctx, &ip, "unknown retry condition %s (expected one of: connect-failure, reset, "
-                      "refused-stream, 5xx, gateway-error, 503, timeout)", describe(item, got, sizeof got));
+                      "refused-stream, 5xx, gateway-error, 503, timeout, retriable-status-codes)",
+                      describe(item, got, sizeof got));
         else
             bits |= 1u << bit;
     }
@@ -1346,13 +1588,54 @@ static uint32_t parse_retry_on(parse_ctx_t *ctx, const cJSON *retry, const jpath
 
 static void parse_retry(parse_ctx_t *ctx, const cJSON *route, const jpath_t *at, veer_retry_config_t *out)
 {
-    static const char *const keys[] = {"attempts", "on", "per_try_timeout", "budget_percent", NULL};
+    static const char *const keys[] = {"attempts", "on", "per_try_timeout", "budget_percent", "min_retry_concurrency",
+                                       "backoff_base", "backoff_max", "max_body_bytes", "retriable_status_codes",
+                                       NULL};
     const cJSON *retry = read_object(ctx, route, at, "retry", 0, keys);
     jpath_t p = path_key(at, "retry");
     out->attempts = (uint32_t)read_uint(ctx, retry, &p, "attempts", 1, 10, 1);
     out->on = parse_retry_on(ctx, retry, &p);
     out->per_try_timeout_ms = read_duration(ctx, retry, &p, "per_try_timeout", 0, 0);
     out->budget_percent = (uint32_t)read_uint(ctx, retry, &p, "budget_percent", 0, 100, 20);
+    out->min_retry_concurrency = (uint32_t)read_uint(ctx, retry, &p, "min_retry_concurrency", 0, 1000000, 3);
+    out->backoff_base_ms = read_duration(ctx, retry, &p, "backoff_base", 1, 25);
+    out->backoff_max_ms = read_duration(ctx, retry, &p, "backoff_max", 1, 250);
+    if (out->backoff_max_ms < out->backoff_base_ms) {
+        char base[32];
+        jpath_t mp = path_key(&p, "backoff_max");
+        add_error(ctx, &mp, "must not be shorter than backoff_base (%s)",
+                  format_ms(out->backoff_base_ms, base, sizeof base));
+    }
+    out->max_body_bytes = read_uint(ctx, retry, &p, "max_body_bytes", 0, 1u << 30, 65536);
+    out->retriable_status_count =
+        read_status_list(ctx, retry, &p, "retriable_status_codes", out->retriable_status_codes);
+    jpath_t sp = path_key(&p, "retriable_status_codes");
+    if ((out->on & VEER_RETRY_ON_STATUS_CODES) && !lookup(retry, "retriable_status_codes"))
+        add_error(ctx, &sp, "required when \"on\" lists \"retriable-status-codes\"");
+    else if (!(out->on & VEER_RETRY_ON_STATUS_CODES) && lookup(retry, "retriable_status_codes"))
+        add_error(ctx, &sp, "has no effect unless \"on\" lists \"retriable-status-codes\"");
+}
+
+/* gRPC status codes (0..16 defined, up to 255 accepted) that count as failures, as a bit set; codes above 30
+ * share bit 31. Default: every code but 0 (OK). */
+static uint32_t parse_failure_grpc_status(parse_ctx_t *ctx, const cJSON *route, const jpath_t *at)
+{
+    const cJSON *array = read_array(ctx, route, at, "failure_grpc_status", F_ALLOW_EMPTY);
+    jpath_t p = path_key(at, "failure_grpc_status");
+    if (!lookup(route, "failure_grpc_status"))
+        return ~1u;
+    uint32_t bits = 0;
+    size_t i = 0;
+    for (const cJSON *item = array ? array->child : NULL; item; item = item->next, i++) {
+        jpath_t ip = path_index(&p, i);
+        uint64_t code;
+        char got[64];
+        if (!json_to_uint(item, &code) || code > 255)
+            add_error(ctx, &ip, "expected a gRPC status code 0..255, got %s", describe(item, got, sizeof got));
+        else
+            bits |= 1u << (code < 31 ? code : 31);
+    }
+    return bits;
 }
 
 static char *read_webhook(parse_ctx_t *ctx, const cJSON *hooks, const jpath_t *at, const char *key)
@@ -1364,50 +1647,349 @@ static char *read_webhook(parse_ctx_t *ctx, const cJSON *hooks, const jpath_t *a
     return url;
 }
 
+/* The keys of routes[].canary, also those of a start request's body. */
+static const char *const canary_keys[] = {"stable", "canary", "mode", "interval", "step_weight", "step_weights",
+                                          "max_weight", "promotion_step_weight", "threshold", "min_requests",
+                                          "iterations", "mirror_iterations", "max_inconclusive", "success_rate_min",
+                                          "p99_max", "compare_to_stable", "confidence", "p99_ratio_max", "match",
+                                          "webhooks", NULL};
+
+/* What a canary block's absent keys mean (config/README.md). */
+static const veer_canary_config_t canary_defaults = {
+    .stable = -1, .canary = -1, .mode = VEER_CANARY_PROGRESSIVE, .interval_ms = 30000, .step_weight = 10,
+    .max_weight = 50, .threshold = 5, .min_requests = 100, .iterations = 10, .max_inconclusive = 3,
+    .success_rate_min = 99.0, .p99_max_ms = 500, .compare_to_stable = true, .confidence = 0.99,
+    .p99_ratio_max = 1.5, .webhook_timeout_ms = 5000, .webhook_retries = 3,
+};
+
+static void free_canary_match(veer_canary_config_t *c)
+{
+    if (c->match) {
+        free(c->match->name);
+        free(c->match->equals);
+        free(c->match);
+        c->match = NULL;
+    }
+}
+
+static void free_canary_phase_hooks(veer_canary_config_t *c)
+{
+    for (size_t i = 0; i < c->webhook_phase_change_count; i++)
+        free(c->webhook_phase_change[i]);
+    free(c->webhook_phase_change);
+    c->webhook_phase_change = NULL;
+    c->webhook_phase_change_count = 0;
+}
+
+void veer_config_canary_free(veer_canary_config_t *c)
+{
+    if (!c)
+        return;
+    free(c->step_weights);
+    free_canary_match(c);
+    free(c->webhook_promoted);
+    free(c->webhook_rolled_back);
+    free_canary_phase_hooks(c);
+    free(c->webhook_confirm_promotion);
+    free(c);
+}
+
+static bool copy_optional_string(char **dst, const char *src)
+{
+    *dst = src ? strdup(src) : NULL;
+    return !src || *dst;
+}
+
+/* A deep copy of src: the starting point that a block's keys then change. */
+static veer_canary_config_t *canary_copy(parse_ctx_t *ctx, const jpath_t *at, const veer_canary_config_t *src)
+{
+    veer_canary_config_t *out = alloc_zeroed(ctx, at, sizeof *out);
+    if (!out)
+        return NULL;
+    *out = *src;
+    out->step_weights = NULL;
+    out->step_weight_count = 0;
+    out->match = NULL;
+    out->webhook_phase_change = NULL;
+    out->webhook_phase_change_count = 0;
+    bool ok = copy_optional_string(&out->webhook_promoted, src->webhook_promoted);
+    ok = copy_optional_string(&out->webhook_rolled_back, src->webhook_rolled_back) && ok;
+    ok = copy_optional_string(&out->webhook_confirm_promotion, src->webhook_confirm_promotion) && ok;
+    if (ok && src->step_weight_count) {
+        out->step_weights = calloc(src->step_weight_count, sizeof *out->step_weights);
+        ok = out->step_weights != NULL;
+        if (ok) {
+            memcpy(out->step_weights, src->step_weights, src->step_weight_count * sizeof *out->step_weights);
+            out->step_weight_count = src->step_weight_count;
+        }
+    }
+    if (ok && src->match) {
+        out->match = calloc(1, sizeof *out->match);
+        ok = out->match != NULL;
+        if (ok) {
+            *out->match = *src->match;
+            ok = copy_optional_string(&out->match->name, src->match->name);
+            ok = copy_optional_string(&out->match->equals, src->match->equals) && ok;
+        }
+    }
+    if (ok && src->webhook_phase_change_count) {
+        out->webhook_phase_change = calloc(src->webhook_phase_change_count, sizeof *out->webhook_phase_change);
+        ok = out->webhook_phase_change != NULL;
+        if (ok)
+            out->webhook_phase_change_count = src->webhook_phase_change_count;
+        for (size_t i = 0; ok && i < src->webhook_phase_change_count; i++)
+            ok = copy_optional_string(&out->webhook_phase_change[i], src->webhook_phase_change[i]);
+    }
+    if (!ok) {
+        add_oom(ctx, at);
+        veer_config_canary_free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* stable and canary are required unless out (copied from a base) has them. */
 static void parse_canary_refs(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON *obj, const jpath_t *at,
                               veer_canary_config_t *out)
 {
-    out->stable = read_cluster_ref(ctx, cfg, obj, at, "stable");
-    out->canary = read_cluster_ref(ctx, cfg, obj, at, "canary");
+    if (out->stable < 0 || lookup(obj, "stable"))
+        out->stable = read_cluster_ref(ctx, cfg, obj, at, "stable");
+    if (out->canary < 0 || lookup(obj, "canary"))
+        out->canary = read_cluster_ref(ctx, cfg, obj, at, "canary");
     if (out->stable >= 0 && out->stable == out->canary) {
         jpath_t p = path_key(at, "canary");
         add_error(ctx, &p, "must differ from stable (\"%s\")", cfg->clusters[out->stable].name);
     }
 }
 
+/* step_weights: a non-empty, strictly increasing list of weights 1..100. */
+static void parse_step_weight_list(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, veer_canary_config_t *out)
+{
+    const cJSON *array = read_array(ctx, obj, at, "step_weights", 0);
+    jpath_t p = path_key(at, "step_weights");
+    free(out->step_weights);
+    out->step_weights = NULL;
+    out->step_weight_count = 0;
+    if (!array)
+        return;
+    size_t count = 0;
+    uint32_t *steps = alloc_items(ctx, &p, array, sizeof *steps, &count);
+    if (!steps)
+        return;
+    size_t i = 0;
+    bool ok = true;
+    for (const cJSON *item = array->child; item; item = item->next, i++) {
+        jpath_t ip = path_index(&p, i);
+        char got[64];
+        uint64_t v;
+        if (!json_to_uint(item, &v) || v < 1 || v > 100) {
+            add_error(ctx, &ip, "expected an integer between 1 and 100, got %s", describe(item, got, sizeof got));
+            ok = false;
+        } else if (i > 0 && ok && v <= steps[i - 1]) {
+            add_error(ctx, &ip, "must be greater than step_weights[%zu] (%" PRIu32 "), got %" PRIu64, i - 1,
+                      steps[i - 1], v);
+            ok = false;
+        } else {
+            steps[i] = (uint32_t)v;
+        }
+    }
+    out->step_weights = steps;
+    out->step_weight_count = count;
+}
+
+/* step_weight or step_weights, and max_weight: with a list, max_weight is its
+ * last value (given or not), so a run's weights are the list exactly. */
+static void parse_canary_steps(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, veer_canary_config_t *out)
+{
+    bool has_step = lookup(obj, "step_weight"), has_list = lookup(obj, "step_weights");
+    bool has_max = lookup(obj, "max_weight");
+    out->step_weight = (uint32_t)read_uint(ctx, obj, at, "step_weight", 1, 100, out->step_weight);
+    out->max_weight = (uint32_t)read_uint(ctx, obj, at, "max_weight", 1, 100, out->max_weight);
+    if (has_step && has_list) {
+        add_error(ctx, at, "\"step_weight\" and \"step_weights\" are mutually exclusive");
+        return;
+    }
+    if (has_step) {
+        free(out->step_weights);
+        out->step_weights = NULL;
+        out->step_weight_count = 0;
+    }
+    if (has_list)
+        parse_step_weight_list(ctx, obj, at, out);
+    if (out->step_weight_count) {
+        uint32_t last = out->step_weights[out->step_weight_count - 1];
+        if (!has_max) {
+            out->max_weight = last;
+        } else if (last != out->max_weight) {
+            jpath_t lp = path_key(at, has_list ? "step_weights" : "max_weight");
+            add_error(ctx, &lp, "the last of step_weights (%" PRIu32 ") must equal max_weight (%" PRIu32 ")", last,
+                      out->max_weight);
+        }
+    } else if (out->step_weight > out->max_weight) {
+        jpath_t sp = path_key(at, "step_weight");
+        add_error(ctx, &sp, "must not exceed max_weight (%" PRIu32 ")", out->max_weight);
+    }
+}
+
+static void parse_canary_match(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, veer_canary_config_t *out)
+{
+    static const char *const keys[] = {"header", "cookie", "equals", NULL};
+    if (!lookup(obj, "match"))
+        return;
+    free_canary_match(out);
+    const cJSON *match = read_object(ctx, obj, at, "match", F_NULLABLE, keys);
+    if (!match)
+        return;
+    jpath_t p = path_key(at, "match");
+    out->match = alloc_zeroed(ctx, &p, sizeof *out->match);
+    if (out->match)
+        parse_key_rule(ctx, match, &p, out->match);
+}
+
+/* A webhook key present in hooks replaces the inherited URL (null clears it). */
+static void replace_webhook(parse_ctx_t *ctx, const cJSON *hooks, const jpath_t *at, const char *key, char **url)
+{
+    if (!lookup(hooks, key))
+        return;
+    free(*url);
+    *url = read_webhook(ctx, hooks, at, key);
+}
+
+static void parse_phase_hooks(parse_ctx_t *ctx, const cJSON *hooks, const jpath_t *at, veer_canary_config_t *out)
+{
+    if (!lookup(hooks, "phase_change"))
+        return;
+    free_canary_phase_hooks(out);
+    const cJSON *array = read_array(ctx, hooks, at, "phase_change", F_NULLABLE | F_ALLOW_EMPTY);
+    jpath_t p = path_key(at, "phase_change");
+    if (!array)
+        return;
+    if (cJSON_GetArraySize(array) > VEER_CANARY_MAX_PHASE_HOOKS) {
+        add_error(ctx, &p, "at most %d URLs, got %d", VEER_CANARY_MAX_PHASE_HOOKS, cJSON_GetArraySize(array));
+        return;
+    }
+    out->webhook_phase_change = alloc_items(ctx, &p, array, sizeof *out->webhook_phase_change,
+                                            &out->webhook_phase_change_count);
+    size_t i = 0;
+    for (const cJSON *item = array->child; out->webhook_phase_change && item; item = item->next, i++) {
+        jpath_t ip = path_index(&p, i);
+        char got[64];
+        if (!cJSON_IsString(item) || has_control_char(item->valuestring) ||
+            (strncmp(item->valuestring, "http://", 7) != 0 && strncmp(item->valuestring, "https://", 8) != 0))
+            add_error(ctx, &ip, "expected an http:// or https:// URL, got %s", describe(item, got, sizeof got));
+        else
+            out->webhook_phase_change[i] = dup_string(ctx, &ip, item->valuestring);
+    }
+}
+
+static void parse_canary_webhooks(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, veer_canary_config_t *out)
+{
+    static const char *const keys[] = {"promoted", "rolled_back", "phase_change", "confirm_promotion", "timeout",
+                                       "retries", NULL};
+    const cJSON *item = lookup(obj, "webhooks");
+    if (cJSON_IsNull(item)) {
+        free(out->webhook_promoted);
+        free(out->webhook_rolled_back);
+        free(out->webhook_confirm_promotion);
+        out->webhook_promoted = out->webhook_rolled_back = out->webhook_confirm_promotion = NULL;
+        free_canary_phase_hooks(out);
+    }
+    const cJSON *hooks = read_object(ctx, obj, at, "webhooks", F_NULLABLE, keys);
+    if (!hooks)
+        return;
+    jpath_t p = path_key(at, "webhooks");
+    replace_webhook(ctx, hooks, &p, "promoted", &out->webhook_promoted);
+    replace_webhook(ctx, hooks, &p, "rolled_back", &out->webhook_rolled_back);
+    replace_webhook(ctx, hooks, &p, "confirm_promotion", &out->webhook_confirm_promotion);
+    parse_phase_hooks(ctx, hooks, &p, out);
+    out->webhook_timeout_ms = read_duration(ctx, hooks, &p, "timeout", 1, out->webhook_timeout_ms);
+    out->webhook_retries = (uint32_t)read_uint(ctx, hooks, &p, "retries", 0, 10, out->webhook_retries);
+}
+
+/* Keys that only one mode uses are errors in another, so that a policy means
+ * what it reads; an inherited A/B match is dropped when the mode changes. */
+static void check_canary_mode(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, veer_canary_config_t *out)
+{
+    jpath_t mp = path_key(at, "match");
+    if (out->mode == VEER_CANARY_AB && !out->match && !lookup(obj, "match"))
+        add_error(ctx, &mp, "required when mode is \"ab\" (e.g. {\"header\": \"x-canary\", \"equals\": \"1\"})");
+    else if (out->mode == VEER_CANARY_AB && cJSON_IsNull(lookup(obj, "match")))
+        add_error(ctx, &mp, "must not be null when mode is \"ab\"");
+    if (out->mode != VEER_CANARY_AB && lookup(obj, "match") && !cJSON_IsNull(lookup(obj, "match")))
+        add_error(ctx, &mp, "only used when mode is \"ab\"");
+    else if (out->mode != VEER_CANARY_AB)
+        free_canary_match(out);
+    if (out->mode == VEER_CANARY_PROGRESSIVE && lookup(obj, "iterations")) {
+        jpath_t ip = path_key(at, "iterations");
+        add_error(ctx, &ip, "only used when mode is \"blue_green\" or \"ab\" (progressive runs until max_weight)");
+    }
+    if (out->match)
+        out->match->cluster = out->canary;
+}
+
+/* Every key of obj changes out (a copy of the defaults or of a base). */
+static void parse_canary_body(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON *obj, const jpath_t *at,
+                              veer_canary_config_t *out)
+{
+    static const char *const modes[] = {"progressive", "blue_green", "ab", NULL};
+    parse_canary_refs(ctx, cfg, obj, at, out);
+    out->mode = (veer_canary_mode_t)read_enum(ctx, obj, at, "mode", modes, (int)out->mode);
+    out->interval_ms = read_duration(ctx, obj, at, "interval", 100, out->interval_ms);
+    parse_canary_steps(ctx, obj, at, out);
+    out->promotion_step_weight =
+        (uint32_t)read_uint(ctx, obj, at, "promotion_step_weight", 0, 100, out->promotion_step_weight);
+    out->threshold = (uint32_t)read_uint(ctx, obj, at, "threshold", 1, 1000, out->threshold);
+    out->min_requests = (uint32_t)read_uint(ctx, obj, at, "min_requests", 0, 1000000000, out->min_requests);
+    out->iterations = (uint32_t)read_uint(ctx, obj, at, "iterations", 1, 1000, out->iterations);
+    out->mirror_iterations = (uint32_t)read_uint(ctx, obj, at, "mirror_iterations", 0, 1000, out->mirror_iterations);
+    out->max_inconclusive = (uint32_t)read_uint(ctx, obj, at, "max_inconclusive", 1, 1000, out->max_inconclusive);
+    out->success_rate_min = read_number(ctx, obj, at, "success_rate_min", 0, false, 100, out->success_rate_min);
+    out->p99_max_ms = read_duration(ctx, obj, at, "p99_max", 1, out->p99_max_ms);
+    out->compare_to_stable = read_bool(ctx, obj, at, "compare_to_stable", out->compare_to_stable);
+    out->confidence = read_number(ctx, obj, at, "confidence", 0.5, true, 0.999999, out->confidence);
+    out->p99_ratio_max = read_number(ctx, obj, at, "p99_ratio_max", 1.0, false, 100, out->p99_ratio_max);
+    parse_canary_match(ctx, obj, at, out);
+    parse_canary_webhooks(ctx, obj, at, out);
+    check_canary_mode(ctx, obj, at, out);
+}
+
 static veer_canary_config_t *parse_canary(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON *route,
                                           const jpath_t *at)
 {
-    static const char *const keys[] = {"stable", "canary", "mode", "interval", "step_weight", "max_weight",
-                                       "threshold", "min_requests", "success_rate_min", "p99_max",
-                                       "compare_to_stable", "webhooks", NULL};
-    static const char *const modes[] = {"progressive", "blue_green", "ab", NULL};
-    static const char *const hook_keys[] = {"promoted", "rolled_back", NULL};
-    const cJSON *obj = read_object(ctx, route, at, "canary", F_NULLABLE, keys);
+    const cJSON *obj = read_object(ctx, route, at, "canary", F_NULLABLE, canary_keys);
     if (!obj)
         return NULL;
     jpath_t p = path_key(at, "canary");
-    veer_canary_config_t *out = alloc_zeroed(ctx, &p, sizeof *out);
-    if (!out)
-        return NULL;
-    parse_canary_refs(ctx, cfg, obj, &p, out);
-    out->mode = (veer_canary_mode_t)read_enum(ctx, obj, &p, "mode", modes, VEER_CANARY_PROGRESSIVE);
-    out->interval_ms = read_duration(ctx, obj, &p, "interval", 100, 30000);
-    out->step_weight = (uint32_t)read_uint(ctx, obj, &p, "step_weight", 1, 100, 10);
-    out->max_weight = (uint32_t)read_uint(ctx, obj, &p, "max_weight", 1, 100, 50);
-    out->threshold = (uint32_t)read_uint(ctx, obj, &p, "threshold", 1, 1000, 5);
-    out->min_requests = (uint32_t)read_uint(ctx, obj, &p, "min_requests", 0, 1000000000, 100);
-    out->success_rate_min = read_number(ctx, obj, &p, "success_rate_min", 0, false, 100, 99.0);
-    out->p99_max_ms = read_duration(ctx, obj, &p, "p99_max", 1, 500);
-    out->compare_to_stable = read_bool(ctx, obj, &p, "compare_to_stable", true);
-    if (out->step_weight > out->max_weight) {
-        jpath_t sp = path_key(&p, "step_weight");
-        add_error(ctx, &sp, "must not exceed max_weight (%" PRIu32 ")", out->max_weight);
+    veer_canary_config_t *out = canary_copy(ctx, &p, &canary_defaults);
+    if (out)
+        parse_canary_body(ctx, cfg, obj, &p, out);
+    return out;
+}
+
+veer_canary_config_t *veer_config_canary_parse(const veer_config_t *cfg, const veer_canary_config_t *base,
+                                               const cJSON *body, veer_config_errors_t *errs)
+{
+    veer_config_errors_t local = {0};
+    parse_ctx_t ctx = {errs ? errs : &local, 0};
+    jpath_t at = {{0}};
+    char got[64];
+    veer_canary_config_t *out = NULL;
+    if (!cfg) {
+        add_error(&ctx, NULL, "no config");
+    } else if (body && !cJSON_IsObject(body)) {
+        add_error(&ctx, NULL, "expected a JSON object of canary policy keys, got %s", describe(body, got, sizeof got));
+    } else {
+        if (body)
+            check_keys(&ctx, body, &at, canary_keys);
+        out = canary_copy(&ctx, &at, base ? base : &canary_defaults);
+        if (out)
+            parse_canary_body(&ctx, cfg, body, &at, out);
     }
-    const cJSON *hooks = read_object(ctx, obj, &p, "webhooks", F_NULLABLE, hook_keys);
-    jpath_t hp = path_key(&p, "webhooks");
-    out->webhook_promoted = read_webhook(ctx, hooks, &hp, "promoted");
-    out->webhook_rolled_back = read_webhook(ctx, hooks, &hp, "rolled_back");
+    if (ctx.error_count) {
+        veer_config_canary_free(out);
+        out = NULL;
+    }
+    veer_config_errors_clear(&local);
     return out;
 }
 
@@ -1415,7 +1997,7 @@ static void parse_route(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON 
                         veer_route_config_t *out)
 {
     static const char *const keys[] = {"name", "match", "split", "overrides", "sticky", "timeout", "retry",
-                                       "canary", NULL};
+                                       "canary", "failure_grpc_status", NULL};
     if (!expect_object(ctx, item, at, keys))
         return;
     jpath_t name_path = path_key(at, "name");
@@ -1431,6 +2013,7 @@ static void parse_route(parse_ctx_t *ctx, const veer_config_t *cfg, const cJSON 
     out->timeout_ms = read_duration(ctx, item, at, "timeout", 0, 15000);
     parse_retry(ctx, item, at, &out->retry);
     out->canary = parse_canary(ctx, cfg, item, at);
+    out->failure_grpc_status = parse_failure_grpc_status(ctx, item, at);
 }
 
 static void parse_routes(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
@@ -1460,8 +2043,8 @@ static void parse_routes(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root
 
 static void build_config(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root)
 {
-    static const char *const keys[] = {"workers", "listeners", "admin", "state_file", "access_log", "limits",
-                                       "clusters", "routes", NULL};
+    static const char *const keys[] = {"workers", "listeners", "admin", "state_file", "access_log", "trace", "limits",
+                                       "stats", "clusters", "routes", NULL};
     jpath_t at = {{0}};
     char got[64];
     if (!cJSON_IsObject(root)) {
@@ -1474,7 +2057,9 @@ static void build_config(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root
     parse_admin(ctx, cfg, root, &at);
     cfg->state_file = read_string(ctx, root, &at, "state_file", F_NULLABLE, NULL);
     parse_access_log(ctx, cfg, root, &at);
+    parse_trace(ctx, cfg, root, &at);
     parse_limits(ctx, cfg, root, &at);
+    parse_stats(ctx, cfg, root, &at);
     parse_clusters(ctx, cfg, root, &at);
     parse_routes(ctx, cfg, root, &at);
 }
@@ -1685,11 +2270,7 @@ static void free_route(veer_route_config_t *r)
     }
     free(r->overrides);
     free(r->sticky.name);
-    if (r->canary) {
-        free(r->canary->webhook_promoted);
-        free(r->canary->webhook_rolled_back);
-    }
-    free(r->canary);
+    veer_config_canary_free(r->canary);
 }
 
 void veer_config_free(veer_config_t *cfg)
@@ -1703,6 +2284,7 @@ void veer_config_free(veer_config_t *cfg)
     free(cfg->admin.token_file);
     free(cfg->state_file);
     free(cfg->access_log.path);
+    free(cfg->stats.histogram_buckets_us);
     for (size_t i = 0; i < cfg->cluster_count; i++)
         free_cluster(&cfg->clusters[i]);
     free(cfg->clusters);

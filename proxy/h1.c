@@ -4,14 +4,17 @@
  * written at the end of each event. */
 #include "h1.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
+#include "h2.h"
 #include "headers.h"
 #include "log.h"
+#include "tls.h"
 
 #define VEER_H1_MAX_HEADERS 256
 
@@ -21,7 +24,8 @@ static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
 static void c_on_read(veer_sock_t *s, void *arg);
 static void c_on_eof(veer_sock_t *s, void *arg, int err);
 static void c_on_drain(veer_sock_t *s, void *arg);
-static const veer_sock_cbs_t c_cbs = {c_on_read, c_on_eof, c_on_drain, NULL};
+static void c_on_handshake(veer_sock_t *s, void *arg, int err);
+static const veer_sock_cbs_t c_cbs = {c_on_read, c_on_eof, c_on_drain, c_on_handshake};
 static void h1_process(veer_h1conn_t *c);
 static void finish_request(veer_h1conn_t *c);
 
@@ -76,6 +80,7 @@ static int on_message_begin(llhttp_t *p)
     c->x = veer_exchange_new(c->w, NULL, c);
     if (c->x == NULL)
         return fail(c, 503, "out of memory");
+    c->x->client_tls = c->sock.ssl != NULL;
     c->in_message = 1;
     c->req_complete = c->resp_complete = 0;
     c->head_bytes = 0;
@@ -220,7 +225,7 @@ static int on_headers_complete(llhttp_t *p)
     split_absolute_form(req);
     if (req->path.base[0] != '/' && !(req->path.len == 1 && req->path.base[0] == '*'))
         return fail(c, 400, "invalid request target");
-    req->scheme = VEER_IOV_LIT("http");
+    req->scheme = c->sock.ssl != NULL ? VEER_IOV_LIT("https") : VEER_IOV_LIT("http");
     req->http10 = !http11;
     if (p->flags & F_CHUNKED) {
         req->has_body = true;
@@ -241,6 +246,7 @@ static int on_headers_complete(llhttp_t *p)
     extern const veer_ds_ops_t veer_h1_ds_ops;
     x->ds = &veer_h1_ds_ops;
     x->client_addr = (const struct sockaddr *)&c->peer;
+    x->listener = c->listener;
     veer_exchange_start(x); /* may answer at once (404, 413, 503) */
     return 0;
 }
@@ -299,6 +305,7 @@ static void parse_error(veer_h1conn_t *c, llhttp_errno_t rc)
     extern const veer_ds_ops_t veer_h1_ds_ops;
     x->ds = &veer_h1_ds_ops;
     x->client_addr = (const struct sockaddr *)&c->peer;
+    x->listener = c->listener;
     if (x->resp_head_sent) {
         schedule_close(c);
         return;
@@ -365,9 +372,33 @@ static void h1_process(veer_h1conn_t *c)
         veer_sock_read_disable(&c->sock);
 }
 
+/* 1: s->in starts with the HTTP/2 client preface; 0: with a prefix of it
+ * only (wait for more); -1: this is not HTTP/2. */
+static int preface_match(struct evbuffer *in)
+{
+    char head[VEER_H2_PREFACE_LEN];
+    ev_ssize_t n = evbuffer_copyout(in, head, sizeof(head));
+    if (n <= 0)
+        return 0;
+    if (memcmp(head, VEER_H2_PREFACE, (size_t)n) != 0)
+        return -1;
+    return n == VEER_H2_PREFACE_LEN ? 1 : 0;
+}
+
 static void c_on_read(veer_sock_t *s, void *arg)
 {
     veer_h1conn_t *c = arg;
+    if (c->seg_no == 0 && c->x == NULL && !c->closing) {
+        /* Nothing parsed yet: h2c with prior knowledge is told by its first
+         * bytes (the preface may come in pieces). */
+        int h2 = preface_match(c->sock.in);
+        if (h2 > 0) {
+            veer_h1conn_upgrade_h2(c);
+            return;
+        }
+        if (h2 == 0)
+            return;
+    }
     h1_process(c);
     if (c->x != NULL && !c->req_complete)
         veer_exchange_flush_upstream(c->x);
@@ -498,6 +529,7 @@ static void ds_resp_abort(void *ctx, veer_exchange_t *x)
     /* the response is cut: RST so the client cannot take it for complete */
     struct linger lg = {1, 0};
     setsockopt(c->sock.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    c->sock.tls_fatal = 1; /* nor a TLS close_notify, which would end a close-delimited body cleanly */
     schedule_close(c);
 }
 
@@ -621,6 +653,13 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     veer_h1conn_t *c = arg;
     c->header_timer_on = 0;
+    if (c->sock.handshaking) {
+        veer_tls_handshake_failed(c->w, false, c_config(c)->listeners[c->listener].name,
+                                  (const struct sockaddr *)&c->peer, VEER_TLS_FAIL_TIMEOUT,
+                                  "handshake not finished within header_timeout");
+        veer_h1conn_close(c);
+        return;
+    }
     if (c->in_message && c->x != NULL && !c->x->started) {
         /* slow request head (slowloris): 408, then close */
         c->error_status = 408;
@@ -668,9 +707,36 @@ veer_h1conn_t *veer_h1conn_new(veer_worker_t *w, int fd, const struct sockaddr *
         w->conns->prev = c;
     w->conns = c;
     w->conn_count++;
+    SSL_CTX *tls = veer_tls_listener_ctx(w->ws->snap, listener);
+    if (tls != NULL) {
+        /* The handshake is bounded like a request head (slowloris). */
+        set_timer(c, w->header_tv);
+        if (veer_sock_tls_accept(&c->sock, tls) < 0)
+            schedule_close(c); /* out of memory: closed from the loop */
+        return c;
+    }
     set_timer(c, w->idle_tv);
     veer_sock_read_enable(&c->sock);
     return c;
+}
+
+/* The TLS handshake ended: ALPN picks the codec. */
+static void c_on_handshake(veer_sock_t *s, void *arg, int err)
+{
+    veer_h1conn_t *c = arg;
+    if (err != 0) {
+        veer_tls_handshake_failed(c->w, false, c_config(c)->listeners[c->listener].name,
+                                  (const struct sockaddr *)&c->peer, veer_sock_tls_fail_kind(s), veer_sock_tls_error(s));
+        veer_h1conn_close(c);
+        return;
+    }
+    unsigned len = 0;
+    const char *proto = veer_sock_alpn(s, &len);
+    if (proto != NULL && len == 2 && memcmp(proto, "h2", 2) == 0) {
+        veer_h1conn_upgrade_h2(c); /* c is gone either way */
+        return;
+    }
+    set_timer(c, c->w->idle_tv);
 }
 
 void veer_h1conn_drain(veer_h1conn_t *c)
@@ -678,6 +744,18 @@ void veer_h1conn_drain(veer_h1conn_t *c)
     c->draining = 1;
     if (c->x == NULL && !c->in_message)
         veer_h1conn_close(c);
+}
+
+static void unlink_conn(veer_h1conn_t *c)
+{
+    veer_worker_t *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->conn_count--;
 }
 
 void veer_h1conn_close(veer_h1conn_t *c)
@@ -691,13 +769,27 @@ void veer_h1conn_close(veer_h1conn_t *c)
     event_del(&c->timer);
     event_del(&c->resume_ev);
     veer_sock_close(&c->sock, false);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    w->conn_count--;
+    unlink_conn(c);
     free(c);
     veer_worker_conn_closed(w);
+}
+
+int veer_h1conn_upgrade_h2(veer_h1conn_t *c)
+{
+    veer_worker_t *w = c->w;
+    if (c->x != NULL || c->in_message)
+        return -EBUSY; /* a request is under way: this connection stays HTTP/1.1 */
+    event_del(&c->timer);
+    event_del(&c->resume_ev);
+    unlink_conn(c);
+    /* The connection lives on as HTTP/2: no veer_worker_conn_closed here. */
+    veer_h2conn_t *h2 = veer_h2conn_new(w, &c->sock, (const struct sockaddr *)&c->peer, sizeof(c->peer), c->listener);
+    if (h2 == NULL) {
+        veer_sock_close(&c->sock, true);
+        free(c);
+        veer_worker_conn_closed(w);
+        return -ENOMEM;
+    }
+    free(c);
+    return 0;
 }

@@ -42,5 +42,12 @@ veer_h1conn_t *veer_h1conn_new(veer_worker_t *w, int fd, const struct sockaddr *
 /* Graceful: close now when idle, else after the current response. */
 void veer_h1conn_drain(veer_h1conn_t *c);
 void veer_h1conn_close(veer_h1conn_t *c);
+/* Hand the connection (its socket, plain or TLS, with the bytes already read)
+ * to the HTTP/2 codec and free c: for the h2c preface (h1.c does it) and for
+ * TLS when ALPN selected "h2". Call it before any request was parsed, from
+ * the loop (not from inside veer_h1conn_* callbacks of another connection).
+ * Returns 0 (c is gone), -EBUSY when the connection is mid-request (it stays
+ * HTTP/1.1, c unchanged), or -ENOMEM (the connection was closed, c is gone). */
+int veer_h1conn_upgrade_h2(veer_h1conn_t *c);
 
 #endif

@@ -9,11 +9,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "admin.h"
 #include "config.h"
+#include "ctl.h"
 #include "dns.h"
 #include "log.h"
+#include "metrics.h"
+#include "resilience.h"
 #include "runtime.h"
+#include "stats.h"
+#include "tls.h"
 #include "worker.h"
 
 typedef struct veer_main_s {
@@ -24,6 +30,10 @@ typedef struct veer_main_s {
     uint32_t worker_count;
     veer_admin_t *admin;
     veer_dns_t *dns;
+    veer_resilience_t *resilience;
+    veer_accesslog_t *access_log;
+    veer_stats_t *stats;
+    veer_metrics_source_t metrics;
     bool draining;
     struct event *drain_poll, *drain_deadline;
     struct event *sig_hup, *sig_term, *sig_int, *sig_usr1;
@@ -34,6 +44,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: veer run -c FILE      run the proxy (also: veer -c FILE)\n"
                  "       veer check -c FILE    validate a config and exit (also: veer -t -c FILE)\n"
+                 "       veer ctl [--admin HOST:PORT] [--token-file F] COMMAND   talk to a running veer (veer ctl --help)\n"
                  "       veer version          print the version\n");
 }
 
@@ -67,6 +78,23 @@ static int check_immutable(const veer_config_t *old, const veer_config_t *cfg, c
         snprintf(err, errlen, "admin.address: cannot change on reload (restart veer)");
         return -1;
     }
+    /* the stats' memory is laid out once, at start */
+    if (old->stats.window_s != cfg->stats.window_s) {
+        snprintf(err, errlen, "stats.window: cannot change on reload (restart veer)");
+        return -1;
+    }
+    if (old->stats.max_series != cfg->stats.max_series) {
+        snprintf(err, errlen, "stats.max_series: cannot change on reload (restart veer)");
+        return -1;
+    }
+    if (old->stats.max_window_bytes != cfg->stats.max_window_bytes) {
+        snprintf(err, errlen, "stats.max_window_bytes: cannot change on reload (restart veer)");
+        return -1;
+    }
+    if (old->access_log.buffer_bytes != cfg->access_log.buffer_bytes) {
+        snprintf(err, errlen, "access_log.buffer_bytes: cannot change on reload (restart veer)");
+        return -1;
+    }
     return 0;
 }
 
@@ -87,18 +115,29 @@ static int do_reload(void *ctx, char *err, size_t errlen)
     veer_snapshot_t *cur = veer_runtime_acquire(&m->rt);
     int rc = check_immutable(cur->config, cfg, err, errlen);
     veer_snapshot_release(cur);
+    /* certificates and keys are re-read now: one that cannot be used fails the whole reload */
+    veer_tls_set_t *tls = rc == 0 ? veer_tls_set_new(cfg, err, errlen) : NULL;
+    if (rc == 0 && tls == NULL)
+        rc = -1;
+    /* a new access log path is opened now, switched to only if all goes through */
+    if (rc == 0)
+        rc = veer_accesslog_prepare(m->access_log, cfg->access_log.path, err, errlen);
     /* the admin token first: a reload that cannot read it changes nothing */
     if (rc == 0)
         rc = veer_admin_reconfigure(m->admin, cfg, err, errlen);
     if (rc < 0) {
+        veer_accesslog_abort(m->access_log);
+        veer_tls_set_free(tls);
         veer_config_free(cfg);
         veer_log_error("reload failed, keeping the running config: %s", err);
         return -1;
     }
-    if (veer_runtime_reload(&m->rt, cfg, err, errlen) < 0) {
+    if (veer_runtime_reload(&m->rt, cfg, tls, err, errlen) < 0) {
+        veer_accesslog_abort(m->access_log);
         veer_log_error("reload failed, keeping the running config: %s", err);
         return -1;
     }
+    veer_accesslog_commit(m->access_log);
     veer_dns_reconfigure(m->dns);
     veer_snapshot_t *snap = veer_runtime_acquire(&m->rt);
     veer_log_info("config reloaded from %s, generation %llu", m->config_path, (unsigned long long)snap->generation);
@@ -161,7 +200,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         do_drain(m);
         break;
     case SIGUSR1:
-        veer_log_info("SIGUSR1: log files reopened");
+        veer_accesslog_reopen(m->access_log);
+        veer_log_info("SIGUSR1: reopening the access log");
         break;
     default:
         break;
@@ -182,12 +222,29 @@ static int run(const char *path)
     signal(SIGPIPE, SIG_IGN);
     char err[1024];
     int rc = 1;
+    veer_tls_set_t *tls = veer_tls_set_new(cfg, err, sizeof(err));
+    if (tls == NULL) {
+        fprintf(stderr, "%s\n%s: TLS configuration is not usable\n", err, path);
+        veer_config_free(cfg);
+        free(abs);
+        return 1;
+    }
     m.worker_count = cfg->workers ? cfg->workers : 1;
-    m.base = event_base_new();
-    if (m.base == NULL || veer_runtime_init(&m.rt, cfg, m.worker_count) < 0) {
+    veer_stats_limits_t limits = veer_stats_limits_from_config(cfg, m.worker_count);
+    m.stats = veer_stats_new(&limits);
+    veer_endpoint_stats_attach(m.stats); /* before the runtime makes the first endpoint */
+    m.base = m.stats != NULL ? event_base_new() : NULL;
+    if (m.base == NULL || veer_runtime_init(&m.rt, cfg, tls, m.worker_count) < 0) {
         fprintf(stderr, "veer: cannot initialise the runtime\n");
-        if (m.base == NULL)
+        if (m.base == NULL) {
+            veer_tls_set_free(tls);
             veer_config_free(cfg);
+        }
+        goto out_base;
+    }
+    if (veer_runtime_attach_stats(&m.rt, m.stats) < 0) {
+        fprintf(stderr, "veer: cannot initialise the request stats: out of memory\n");
+        veer_runtime_destroy(&m.rt);
         goto out_base;
     }
     m.workers = calloc(m.worker_count, sizeof(*m.workers));
@@ -199,7 +256,18 @@ static int run(const char *path)
             goto out_workers;
         }
     }
-    veer_admin_hooks_t hooks = {.ctx = &m, .reload = do_reload, .drain = do_drain, .is_draining = is_draining};
+    m.access_log = veer_accesslog_new(m.worker_count, cfg->access_log.buffer_bytes, cfg->access_log.path, err,
+                                      sizeof(err));
+    if (m.access_log == NULL || veer_accesslog_start(m.access_log, err, sizeof(err)) < 0) {
+        fprintf(stderr, "veer: %s\n", err);
+        goto out_workers;
+    }
+    for (uint32_t i = 0; i < inited; i++)
+        m.workers[i].access_log = veer_accesslog_ring(m.access_log, i);
+    m.metrics = (veer_metrics_source_t){.rt = &m.rt, .workers = m.workers, .worker_count = inited,
+                                        .started = veer_metrics_now()};
+    veer_admin_hooks_t hooks = {.ctx = &m, .reload = do_reload, .drain = do_drain, .is_draining = is_draining,
+                                .metrics = &m.metrics};
     veer_snapshot_t *snap = veer_runtime_acquire(&m.rt);
     m.admin = veer_admin_start(m.base, &m.rt, snap->config, &hooks, err, sizeof(err));
     veer_snapshot_release(snap);
@@ -213,6 +281,15 @@ static int run(const char *path)
         veer_admin_free(m.admin);
         goto out_workers;
     }
+    m.resilience = veer_resilience_start(m.base, &m.rt, m.worker_count);
+    if (m.resilience == NULL) {
+        fprintf(stderr, "veer: cannot start health checks and outlier detection (out of memory)\n");
+        veer_dns_free(m.dns);
+        veer_admin_free(m.admin);
+        goto out_workers;
+    }
+    for (uint32_t i = 0; i < inited; i++)
+        m.workers[i].outlier_q = veer_resilience_queue(m.resilience, i);
     m.sig_hup = evsignal_new(m.base, SIGHUP, signal_cb, &m);
     m.sig_term = evsignal_new(m.base, SIGTERM, signal_cb, &m);
     m.sig_int = evsignal_new(m.base, SIGINT, signal_cb, &m);
@@ -248,11 +325,14 @@ static int run(const char *path)
 out_workers:
     for (uint32_t i = 0; m.workers != NULL && i < inited; i++)
         veer_worker_free(&m.workers[i]);
+    veer_resilience_free(m.resilience); /* after the workers: their connections held its breakers */
+    veer_accesslog_free(m.access_log); /* after the workers: every line they recorded is written */
     free(m.workers);
     veer_runtime_destroy(&m.rt);
 out_base:
     if (m.base)
         event_base_free(m.base);
+    veer_stats_free(m.stats); /* after the runtime: endpoints hold series of it */
     free(abs);
     return rc;
 }
@@ -266,6 +346,14 @@ static int check(const char *path)
         veer_config_errors_clear(&errs);
         return 1;
     }
+    char err[4096];
+    veer_tls_set_t *tls = veer_tls_set_new(cfg, err, sizeof(err));
+    if (tls == NULL) {
+        fprintf(stderr, "%s\n%s: TLS configuration is not usable\n", err, path);
+        veer_config_free(cfg);
+        return 1;
+    }
+    veer_tls_set_free(tls);
     printf("%s: ok (%zu listeners, %zu clusters, %zu routes)\n", path, cfg->listener_count, cfg->cluster_count,
            cfg->route_count);
     veer_config_free(cfg);
@@ -284,6 +372,8 @@ int main(int argc, char **argv)
         printf("veer %s\n", VEER_VERSION);
         return 0;
     }
+    if (strcmp(cmd, "ctl") == 0)
+        return veer_ctl_main(argc - i, argv + i);
     for (; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
             path = argv[++i];

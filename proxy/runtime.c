@@ -12,6 +12,8 @@
 
 #include "log.h"
 #include "state.h"
+#include "stats.h"
+#include "tls.h"
 
 static void snapshot_free(veer_snapshot_t *snap)
 {
@@ -26,6 +28,8 @@ static void snapshot_free(veer_snapshot_t *snap)
         free(snap->cluster_endpoints);
     }
     if (atomic_fetch_sub_explicit(snap->config_refs, 1, memory_order_acq_rel) == 1) {
+        veer_tls_set_free(snap->tls);
+        veer_stats_layout_free(snap->stats_layout);
         veer_config_free(snap->config);
         free(snap->config_refs);
     }
@@ -47,8 +51,9 @@ veer_snapshot_t *veer_runtime_acquire(veer_runtime_t *rt)
     return snap;
 }
 
-/* An empty snapshot for cfg; config_refs NULL means "take ownership of cfg". */
-static veer_snapshot_t *snapshot_new(veer_config_t *cfg, atomic_uint *config_refs)
+/* An empty snapshot for cfg; config_refs NULL means "take ownership of cfg"
+ * (and of tls, which lives as long as cfg). */
+static veer_snapshot_t *snapshot_new(veer_config_t *cfg, veer_tls_set_t *tls, atomic_uint *config_refs)
 {
     veer_snapshot_t *snap = calloc(1, sizeof(*snap));
     if (snap == NULL)
@@ -64,6 +69,7 @@ static veer_snapshot_t *snapshot_new(veer_config_t *cfg, atomic_uint *config_ref
     atomic_fetch_add(config_refs, 1);
     atomic_init(&snap->refs, 1);
     snap->config = cfg;
+    snap->tls = tls;
     snap->config_refs = config_refs;
     snap->routes = calloc(cfg->route_count ? cfg->route_count : 1, sizeof(*snap->routes));
     snap->cluster_endpoints = calloc(cfg->cluster_count ? cfg->cluster_count : 1, sizeof(*snap->cluster_endpoints));
@@ -88,9 +94,10 @@ static int route_set_split(veer_route_weights_t *rw, const veer_split_t *split, 
 
 static veer_snapshot_t *snapshot_clone(const veer_snapshot_t *old)
 {
-    veer_snapshot_t *snap = snapshot_new(old->config, old->config_refs);
+    veer_snapshot_t *snap = snapshot_new(old->config, old->tls, old->config_refs);
     if (snap == NULL)
         return NULL;
+    snap->stats_layout = old->stats_layout;
     snap->generation = old->generation;
     for (size_t i = 0; i < old->config->route_count; i++) {
         if (route_set_split(&snap->routes[i], old->routes[i].split, old->routes[i].count) < 0) {
@@ -206,12 +213,12 @@ static int file_split_into(veer_snapshot_t *snap, size_t r)
     return route_set_split(&snap->routes[r], rc->split, rc->split_count);
 }
 
-int veer_runtime_init(veer_runtime_t *rt, veer_config_t *cfg, uint32_t worker_count)
+int veer_runtime_init(veer_runtime_t *rt, veer_config_t *cfg, veer_tls_set_t *tls, uint32_t worker_count)
 {
     memset(rt, 0, sizeof(*rt));
     pthread_mutex_init(&rt->lock, NULL);
     rt->worker_count = worker_count;
-    veer_snapshot_t *snap = snapshot_new(cfg, NULL);
+    veer_snapshot_t *snap = snapshot_new(cfg, tls, NULL);
     if (snap == NULL)
         return -1;
     for (size_t r = 0; r < cfg->route_count; r++)
@@ -231,6 +238,19 @@ int veer_runtime_init(veer_runtime_t *rt, veer_config_t *cfg, uint32_t worker_co
 fail:
     snapshot_free(snap);
     return -1;
+}
+
+int veer_runtime_attach_stats(veer_runtime_t *rt, veer_stats_t *st)
+{
+    pthread_mutex_lock(&rt->lock);
+    veer_snapshot_t *snap = rt->current;
+    veer_stats_layout_t *layout = veer_stats_layout_from_config(st, snap->config);
+    if (layout != NULL) {
+        rt->stats = st;
+        snap->stats_layout = layout; /* no worker reads snap yet */
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return layout != NULL ? VEER_RT_OK : VEER_RT_ENOMEM;
 }
 
 void veer_runtime_destroy(veer_runtime_t *rt)
@@ -390,17 +410,21 @@ static bool endpoints_equal(const veer_cluster_config_t *a, const veer_cluster_c
     return true;
 }
 
-int veer_runtime_reload(veer_runtime_t *rt, veer_config_t *cfg, char *err, size_t errlen)
+int veer_runtime_reload(veer_runtime_t *rt, veer_config_t *cfg, veer_tls_set_t *tls, char *err, size_t errlen)
 {
     veer_snapshot_t *old = veer_runtime_acquire(rt);
-    veer_snapshot_t *snap = snapshot_new(cfg, NULL);
+    veer_snapshot_t *snap = snapshot_new(cfg, tls, NULL);
     if (snap == NULL) {
+        veer_tls_set_free(tls);
         veer_config_free(cfg);
         veer_snapshot_release(old);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     int rc = 0;
+    /* series carry over by (route, cluster) name: a reload keeps the numbers */
+    if (rt->stats != NULL && (snap->stats_layout = veer_stats_layout_from_config(rt->stats, cfg)) == NULL)
+        rc = -1;
     for (size_t r = 0; r < cfg->route_count && rc == 0; r++) {
         int carried = carry_weights(snap, r, old);
         if (carried < 0 || (carried == 0 && file_split_into(snap, r) < 0))

@@ -17,6 +17,10 @@
 #include "cluster.h"
 #include "config.h"
 
+struct veer_tls_set_s;
+struct veer_stats_s;
+struct veer_stats_layout_s;
+
 typedef struct veer_route_weights_s {
     veer_split_t *split; /* runtime order: config order, clusters added later at the end */
     size_t count;
@@ -28,6 +32,8 @@ typedef struct veer_snapshot_s {
     uint64_t generation;         /* user-visible weights generation */
     veer_config_t *config;       /* shared between snapshots; freed with the last one */
     atomic_uint *config_refs;
+    struct veer_tls_set_s *tls;  /* TLS contexts built from config; shared and freed with it */
+    struct veer_stats_layout_s *stats_layout; /* config's stats series (stats.h); shared and freed with it */
     veer_route_weights_t *routes;          /* [config->route_count] */
     veer_endpoint_set_t **cluster_endpoints; /* [config->cluster_count] */
 } veer_snapshot_t;
@@ -37,6 +43,7 @@ typedef struct veer_runtime_s {
     veer_snapshot_t *current;    /* guarded by lock */
     atomic_uint_fast64_t version; /* == current->version; read lock-free */
     uint32_t worker_count;
+    struct veer_stats_s *stats;  /* request statistics, bound at start; NULL: none (owned by main) */
 } veer_runtime_t;
 
 enum {
@@ -48,8 +55,15 @@ enum {
     VEER_RT_ENOMEM = -5,   /* 500: out of memory */
 };
 
-int veer_runtime_init(veer_runtime_t *rt, veer_config_t *cfg, uint32_t worker_count);
+/* Takes ownership of cfg and tls (the contexts veer_tls_set_new built from
+ * cfg; NULL when the caller has none). */
+int veer_runtime_init(veer_runtime_t *rt, veer_config_t *cfg, struct veer_tls_set_s *tls, uint32_t worker_count);
 void veer_runtime_destroy(veer_runtime_t *rt);
+
+/* Record requests into st from now on: the current config gets its stats
+ * layout here, every later one in veer_runtime_reload. Call once, before
+ * the workers are set up. 0, or VEER_RT_ENOMEM. */
+int veer_runtime_attach_stats(veer_runtime_t *rt, struct veer_stats_s *st);
 
 /* Take a reference to the current snapshot (thread-safe). */
 veer_snapshot_t *veer_runtime_acquire(veer_runtime_t *rt);
@@ -63,11 +77,13 @@ int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *
                              const int64_t *weights, size_t n, uint64_t if_generation,
                              uint64_t *new_generation, char *err, size_t errlen);
 
-/* Swap in a new config (already validated). Runtime weights of a route are
- * kept when the route's split in the new file equals the old file's split;
- * otherwise the file wins. Takes ownership of cfg. Fails, changing nothing,
- * when the new config's state_file cannot be written. */
-int veer_runtime_reload(veer_runtime_t *rt, veer_config_t *cfg, char *err, size_t errlen);
+/* Swap in a new config (already validated) with its TLS contexts. Runtime
+ * weights of a route are kept when the route's split in the new file equals
+ * the old file's split; otherwise the file wins. Takes ownership of cfg and
+ * tls. Fails, changing nothing, when the new config's state_file cannot be
+ * written. */
+int veer_runtime_reload(veer_runtime_t *rt, veer_config_t *cfg, struct veer_tls_set_s *tls, char *err,
+                        size_t errlen);
 
 /* Publish a new endpoint set for cluster `name` (from DNS). Takes the
  * caller's reference on set. */

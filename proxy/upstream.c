@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "breaker.h"
 #include "exchange.h"
 #include "headers.h"
 #include "log.h"
+#include "tls.h"
 #include "worker.h"
 
 static llhttp_settings_t resp_settings;
@@ -36,7 +38,19 @@ static void uc_close(veer_upconn_t *uc)
         evbuffer_free(uc->body);
     __atomic_store_n(&slot->connections, slot->connections - 1, __ATOMIC_RELAXED);
     veer_endpoint_unref(uc->ep);
+    if (uc->breaker != NULL) {
+        veer_breaker_release(uc->breaker, VEER_BREAKER_CONNECTIONS);
+        veer_exchange_conn_freed(uc->w); /* a request waiting for a connection may go */
+    }
     free(uc);
+}
+
+/* Count and log a failed upstream handshake. */
+static void uc_tls_failed(veer_upconn_t *uc, veer_tls_fail_t kind, const char *reason)
+{
+    veer_exchange_t *x = uc->x;
+    const char *cluster = x != NULL && x->cluster >= 0 ? x->ws->snap->config->clusters[x->cluster].name : "-";
+    veer_tls_handshake_failed(uc->w, true, cluster, (const struct sockaddr *)&uc->ep->addr, kind, reason);
 }
 
 static void uc_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -44,6 +58,8 @@ static void uc_timer_cb(evutil_socket_t fd, short what, void *arg)
     veer_upconn_t *uc = arg;
     if (!uc->connected) {
         veer_exchange_t *x = uc->x;
+        if (uc->sock.ssl != NULL && uc->sock.handshaking && !uc->sock.connecting)
+            uc_tls_failed(uc, VEER_TLS_FAIL_TIMEOUT, "handshake not finished within connect_timeout");
         if (x != NULL)
             veer_exchange_on_upstream_fail(x, VEER_FAIL_CONNECT); /* releases uc */
         else
@@ -269,6 +285,8 @@ static void uc_on_connect(veer_sock_t *s, void *arg, int err)
 {
     veer_upconn_t *uc = arg;
     event_del(&uc->timer);
+    if (err != 0 && s->tls_fatal)
+        uc_tls_failed(uc, veer_sock_tls_fail_kind(s), veer_sock_tls_error(s));
     if (err != 0) {
         veer_exchange_t *x = uc->x;
         if (x != NULL)
@@ -278,21 +296,33 @@ static void uc_on_connect(veer_sock_t *s, void *arg, int err)
         return;
     }
     uc->connected = 1;
+    if (uc->x != NULL) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+        uc->x->connect_us = now > uc->connect_start_us ? now - uc->connect_start_us : 1;
+    }
     veer_sock_read_enable(&uc->sock);
     veer_sock_flush(&uc->sock);
 }
 
 /* ---- pool ---- */
 
-veer_upconn_t *veer_upconn_get(veer_worker_t *w, veer_endpoint_t *ep, uint64_t connect_timeout_ms, bool fresh)
+veer_upconn_t *veer_upconn_get(veer_worker_t *w, veer_endpoint_t *ep, uint64_t connect_timeout_ms, bool fresh,
+                               const veer_snapshot_t *snap, int cluster)
 {
     pthread_once(&settings_once, settings_init);
     veer_endpoint_slot_t *slot = &ep->slots[w->id];
+    SSL_CTX *tls_ctx = veer_tls_cluster_ctx(snap, cluster);
     veer_upconn_t *uc;
-    if (!fresh && (uc = slot->idle_head) != NULL) {
+    while (!fresh && (uc = slot->idle_head) != NULL) {
         slot->idle_head = uc->next_idle;
         __atomic_store_n(&slot->idle_count, slot->idle_count - 1, __ATOMIC_RELAXED);
         uc->next_idle = NULL;
+        if (uc->tls_ctx != tls_ctx) {
+            uc_close(uc); /* made under another config's TLS settings */
+            continue;
+        }
         event_del(&uc->timer);
         uc->reused = 1;
         return uc;
@@ -302,9 +332,19 @@ veer_upconn_t *veer_upconn_get(veer_worker_t *w, veer_endpoint_t *ep, uint64_t c
         return NULL;
     uc->w = w;
     uc->ep = ep;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uc->connect_start_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     uc->body = evbuffer_new();
-    if (uc->body == NULL || veer_sock_connect(&uc->sock, w->base, (struct sockaddr *)&ep->addr, ep->addrlen, &uc_cbs,
-                                             uc) < 0) {
+    int rc = uc->body == NULL ? -1
+                              : veer_sock_connect(&uc->sock, w->base, (struct sockaddr *)&ep->addr, ep->addrlen,
+                                                  &uc_cbs, uc);
+    if (rc == 0 && veer_tls_upstream_start(&uc->sock, snap, cluster, ep) < 0) {
+        veer_sock_close(&uc->sock, false);
+        errno = ENOMEM;
+        rc = -1;
+    }
+    if (rc < 0) {
         int saved = errno;
         if (uc->body)
             evbuffer_free(uc->body);
@@ -313,6 +353,7 @@ veer_upconn_t *veer_upconn_get(veer_worker_t *w, veer_endpoint_t *ep, uint64_t c
         errno = saved;
         return NULL;
     }
+    uc->tls_ctx = tls_ctx;
     veer_endpoint_ref(ep);
     __atomic_store_n(&slot->connections, slot->connections + 1, __ATOMIC_RELAXED);
     atomic_fetch_add_explicit(&w->stats.upstream_cx_total, 1, memory_order_relaxed);
@@ -387,7 +428,20 @@ void veer_upconn_send_body(veer_upconn_t *uc, const char *data, size_t len)
 void veer_upconn_send_end(veer_upconn_t *uc)
 {
     if (uc->chunked_req) {
-        evbuffer_add(uc->sock.out, "0\r\n\r\n", 5);
+        /* Request trailers ride in the last chunk; a Content-Length body has
+         * no place for them, so they are dropped there. */
+        evbuffer_add(uc->sock.out, "0\r\n", 3);
+        const veer_req_t *r = uc->x != NULL ? &uc->x->req : NULL;
+        for (uint32_t i = 0; r != NULL && i < r->trailer_count; i++) {
+            const veer_header_t *h = &r->trailers[i];
+            if (veer_header_is_hop_by_hop(h->name) || veer_header_name_is(h->name, "content-length", 14))
+                continue;
+            evbuffer_add(uc->sock.out, h->name.base, h->name.len);
+            evbuffer_add(uc->sock.out, ": ", 2);
+            evbuffer_add(uc->sock.out, h->value.base, h->value.len);
+            evbuffer_add(uc->sock.out, "\r\n", 2);
+        }
+        evbuffer_add(uc->sock.out, "\r\n", 2);
         uc->chunked_req = 0;
     }
 }

@@ -13,6 +13,7 @@
 
 struct veer_exchange_s;
 struct veer_worker_s;
+struct veer_snapshot_s;
 
 typedef struct veer_upconn_s {
     veer_sock_t sock;
@@ -21,8 +22,11 @@ typedef struct veer_upconn_s {
     struct veer_exchange_s *x;    /* current exchange, NULL when idle */
     struct veer_upconn_s *next_idle;
     llhttp_t parser;
-    struct event timer;           /* connect timeout, then idle timeout */
+    struct event timer;           /* connect (+ TLS handshake) timeout, then idle timeout */
+    SSL_CTX *tls_ctx;             /* the cluster context it was made with, NULL: plain */
+    struct veer_breaker_s *breaker; /* holds one max_connections slot of it; NULL: none */
     uint32_t requests;            /* served on this connection */
+    uint64_t connect_start_us;    /* monotonic, for the exchange's connect time */
     unsigned connected : 1, reused : 1, keepalive : 1, chunked_req : 1, in_trailers : 1, got_bytes : 1,
         last_was_value : 1, head_done : 1;
     /* header accumulation for the response being parsed */
@@ -32,9 +36,11 @@ typedef struct veer_upconn_s {
 } veer_upconn_t;
 
 /* A connection to ep for x: an idle one from the pool, or a new one. NULL
- * with errno when a socket cannot even be created. */
+ * with errno when a socket cannot even be created. snap/cluster: the
+ * exchange's, for the cluster's TLS (an idle connection made with another
+ * TLS context, e.g. before a reload, is closed instead of reused). */
 veer_upconn_t *veer_upconn_get(struct veer_worker_s *w, veer_endpoint_t *ep, uint64_t connect_timeout_ms,
-                               bool fresh);
+                               bool fresh, const struct veer_snapshot_s *snap, int cluster);
 /* Send the request head (serialized from x->req). */
 int veer_upconn_send_head(veer_upconn_t *uc, struct veer_exchange_s *x);
 void veer_upconn_send_body(veer_upconn_t *uc, const char *data, size_t len);

@@ -15,7 +15,11 @@
 #include <unistd.h>
 
 #include "h1.h"
+#include "h2.h"
+#include "h2up.h"
 #include "log.h"
+#include "resilience.h"
+#include "stats.h"
 #include "upstream.h"
 
 atomic_uint_fast64_t veer_downstream_active_total;
@@ -25,6 +29,7 @@ static void wsnap_free(veer_wsnap_t *ws)
     veer_snapshot_release(ws->snap);
     free(ws->rr);
     free(ws->route_tv);
+    free(ws->resil);
     free(ws);
 }
 
@@ -53,6 +58,11 @@ static veer_wsnap_t *wsnap_new(veer_runtime_t *rt, struct event_base *base)
         struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
         ws->route_tv[r] = ms ? event_base_init_common_timeout(base, &tv) : NULL;
     }
+    /* Looked up by name once per snapshot, so breakers survive reloads and the
+     * request path indexes an array. */
+    ws->resil = calloc(cfg->cluster_count + 1, sizeof(*ws->resil));
+    for (size_t c = 0; ws->resil != NULL && c < cfg->cluster_count; c++)
+        ws->resil[c] = veer_resilience_cluster(&cfg->clusters[c]);
     return ws;
 }
 
@@ -62,8 +72,10 @@ static void close_retired_idle(veer_worker_t *w, const veer_snapshot_t *old)
     for (size_t c = 0; c < old->config->cluster_count; c++) {
         const veer_endpoint_set_t *set = old->cluster_endpoints[c];
         for (size_t i = 0; set != NULL && i < set->count; i++)
-            if (atomic_load(&set->endpoints[i]->retired))
+            if (atomic_load(&set->endpoints[i]->retired)) {
                 veer_upconn_close_idle(w, set->endpoints[i]);
+                veer_h2up_close_idle(w, set->endpoints[i]);
+            }
     }
 }
 
@@ -158,8 +170,10 @@ static void close_idle_upstreams(veer_worker_t *w)
     const veer_snapshot_t *snap = w->ws->snap;
     for (size_t c = 0; c < snap->config->cluster_count; c++) {
         const veer_endpoint_set_t *set = snap->cluster_endpoints[c];
-        for (size_t i = 0; set != NULL && i < set->count; i++)
+        for (size_t i = 0; set != NULL && i < set->count; i++) {
             veer_upconn_close_idle(w, set->endpoints[i]);
+            veer_h2up_close_idle(w, set->endpoints[i]);
+        }
     }
 }
 
@@ -201,7 +215,20 @@ static void ctl_cb(evutil_socket_t fd, short what, void *arg)
             veer_h1conn_drain(c);
         c = next;
     }
+    if (req > 1)
+        veer_h2_close_all(w);
+    else
+        veer_h2_drain_all(w);
     maybe_exit(w);
+}
+
+/* Window slices of series that went quiet keep their memory until expired. */
+static void stats_expire_cb(evutil_socket_t fd, short what, void *arg)
+{
+    veer_worker_t *w = arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    veer_stats_worker_expire(w->req_stats, (uint64_t)ts.tv_sec);
 }
 
 int veer_worker_init(veer_worker_t *w, uint32_t id, veer_runtime_t *rt, char *err, size_t errlen)
@@ -251,6 +278,12 @@ int veer_worker_init(veer_worker_t *w, uint32_t id, veer_runtime_t *rt, char *er
     }
     event_assign(&w->ctl_ev, w->base, efd, EV_READ | EV_PERSIST, ctl_cb, w);
     event_add(&w->ctl_ev, NULL);
+    if (rt->stats != NULL) {
+        w->req_stats = veer_stats_worker(rt->stats, id);
+        struct timeval second = {1, 0};
+        event_assign(&w->stats_ev, w->base, -1, EV_PERSIST, stats_expire_cb, w);
+        event_add(&w->stats_ev, &second);
+    }
     return 0;
 }
 
@@ -296,9 +329,14 @@ void veer_worker_free(veer_worker_t *w)
 {
     while (w->conns != NULL)
         veer_h1conn_close(w->conns);
+    veer_h2_close_all(w);
     if (w->ws != NULL)
         close_idle_upstreams(w);
+    veer_h2up_pool_free(w);
+    veer_exchange_worker_free(w);
     close_listeners(w);
+    if (w->base != NULL && event_initialized(&w->stats_ev))
+        event_del(&w->stats_ev);
     if (w->base != NULL && event_initialized(&w->ctl_ev)) {
         int fd = event_get_fd(&w->ctl_ev);
         event_del(&w->ctl_ev);

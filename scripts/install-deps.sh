@@ -3,7 +3,8 @@
 # is missing. Needs root (or sudo) only when something has to be installed.
 set -e
 PKGS="build-essential cmake pkg-config libevent-dev libssl-dev libnghttp2-dev libcjson-dev node-llhttp
-      python3 python3-h2 curl nghttp2-client wrk haproxy nginx-light prometheus openssl procps"
+      python3 python3-h2 curl nghttp2-client wrk haproxy nginx-light prometheus openssl procps
+      chromium fonts-dejavu-core"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,7 +1,24 @@
 /* mockpod.c - veer-mockpod, the test and demo backend that behaves like an
- * embedding pod. A protocol front (HTTP/1.1: llhttp over bufferevents) turns
- * bytes into protocol-neutral exchanges; a route table answers them, after a
- * run-time fault config has decided whether to reset, hang, fail or delay each.
+ * embedding pod. A protocol front (HTTP/1.1: llhttp over bufferevents; h2c:
+ * an nghttp2 server session, chosen when a connection opens with the HTTP/2
+ * preface) turns bytes into protocol-neutral exchanges; a route table answers
+ * them, after a run-time fault config has decided whether to reset, hang,
+ * fail or delay each.
+ *
+ * gRPC-shaped POST /akidb.v1.Embed/Embed (h2c): one length-prefixed message
+ * in (flag byte 0, 4-byte big-endian length, the text's bytes), one out (the
+ * same JSON document /api/v1/embed answers), then trailers grpc-status: 0.
+ *
+ * HTTP/2 fault knobs (flags, and keys of POST /fault):
+ *   --grpc-error-rate R / grpc_error_rate: Embed calls answered trailers-only
+ *       with grpc-status --grpc-error-code (grpc_error_code, default 14)
+ *   --max-concurrent-streams N / max_concurrent_streams: SETTINGS of new
+ *       connections (default 100)
+ *   --goaway-after N / goaway_after: GOAWAY after N streams of a connection
+ *       (0: never); streams above its last-stream-id are refused
+ *   --refuse-rate R / refuse_rate: streams reset with REFUSED_STREAM at once
+ * /stats adds h2_* counters, with the peak number of streams open at once
+ * (h2_peak_streams, all connections; h2_peak_streams_per_connection).
  *
  * Why not evhttp: libevent 2.1 gives no hook on a server request before its
  * body is read (evhttp_set_newreqcb is 2.2), so /sink could not stream; it
@@ -34,6 +51,7 @@
 #include <event2/listener.h>
 #include <event2/util.h>
 #include <llhttp.h>
+#include <nghttp2/nghttp2.h>
 #include "http.h" /* veer_http_reason */
 
 #define MOCK_EMBED_DIM 384
@@ -55,6 +73,7 @@
 typedef struct mock_exchange mock_exchange_t;
 typedef struct mock_server mock_server_t;
 typedef struct mock_h1_conn mock_h1_conn_t;
+typedef struct mock_h2_conn mock_h2_conn_t;
 
 /* ---- per-exchange arena: everything a request allocates dies in one free ---- */
 
@@ -111,6 +130,9 @@ typedef struct mock_fault {
     double error_rate, reset_rate, hang_rate;
     uint64_t latency_us, latency_p99_us;
     int health_fail;
+    /* HTTP/2 and gRPC */
+    double grpc_error_rate, refuse_rate;
+    uint64_t grpc_error_code, max_concurrent_streams, goaway_after;
 } mock_fault_t;
 
 typedef void (*mock_handler_fn)(mock_exchange_t *ex);
@@ -146,6 +168,7 @@ static void handle_bytes(mock_exchange_t *ex);
 static void handle_sink(mock_exchange_t *ex);
 static void handle_status(mock_exchange_t *ex);
 static void handle_slow(mock_exchange_t *ex);
+static void handle_grpc_embed(mock_exchange_t *ex);
 static void handle_not_found(mock_exchange_t *ex);
 
 static const mock_route_t mock_routes[] = {
@@ -160,6 +183,7 @@ static const mock_route_t mock_routes[] = {
     {"/sink", M_POST | M_PUT, 0, BODY_SINK, handle_sink},
     {"/status/", M_ANY, ROUTE_PREFIX, BODY_DISCARD, handle_status},
     {"/slow", M_ANY, 0, BODY_DISCARD, handle_slow},
+    {"/akidb.v1.Embed/Embed", M_POST, 0, BODY_BUFFER, handle_grpc_embed},
 };
 #define MOCK_ROUTE_COUNT (sizeof(mock_routes) / sizeof(mock_routes[0]))
 static const mock_route_t mock_route_not_found = {"other", M_ANY, 0, BODY_DISCARD, handle_not_found};
@@ -170,11 +194,14 @@ typedef struct mock_stats {
     uint64_t responses_by_status[MOCK_STATUS_SLOTS];
     uint64_t errors_injected, resets, hangs, hangs_evicted, client_aborts;
     uint64_t bytes_received, conns_rejected;
+    uint64_t h2_connections, h2_streams, h2_refused, h2_goaways, h2_peak_streams, h2_peak_streams_per_conn;
+    uint64_t grpc_errors_injected;
 } mock_stats_t;
 
-/* What a protocol front must provide; the h1 front below is one, an h2c front
- * (one exchange per stream) is the next. Every call that ends the exchange
- * (send_end, reset) frees it: the caller must not touch it afterwards. */
+/* What a protocol front must provide: the h1 front (one exchange at a time
+ * per connection) and the h2c front (one exchange per stream). Every call
+ * that ends the exchange (send_end, reset) frees it: the caller must not
+ * touch it afterwards. */
 typedef struct mock_front_ops {
     void (*send_head)(mock_exchange_t *ex);
     void (*send_body)(mock_exchange_t *ex, struct evbuffer *data); /* drains data */
@@ -219,6 +246,7 @@ struct mock_exchange {
     /* response */
     int status;
     mock_header_t *resp_headers, **resp_tail;
+    mock_header_t *resp_trailers, **trailer_tail; /* sent by the h2 front only */
     uint64_t resp_length;
     int resp_has_body, resp_chunked;
     mock_body_gen_fn gen;
@@ -243,7 +271,9 @@ struct mock_server {
     llhttp_settings_t h1_settings;
     char pattern[MOCK_CHUNK + 26]; /* 'a'..'z' repeated, referenced by /bytes */
     LIST_HEAD(, mock_h1_conn) conns;
-    size_t conn_count;
+    LIST_HEAD(, mock_h2_conn) h2_conns;
+    size_t conn_count;     /* both kinds */
+    uint64_t h2_open_streams;
     TAILQ_HEAD(, mock_exchange) held;
     size_t held_count;
 };
@@ -356,6 +386,27 @@ static const char *fault_validate(const mock_fault_t *f, char *err, size_t errle
     return NULL;
 }
 
+/* The integer knobs: gRPC status 0..16, a SETTINGS value >= 1, a stream count. */
+static int fault_count_parse(mock_fault_t *f, const char *key, const cJSON *item, char *err, size_t errlen)
+{
+    uint64_t *count = &f->goaway_after;
+    double min = 0, max = 1e9;
+    if (strcmp(key, "grpc_error_code") == 0) {
+        count = &f->grpc_error_code;
+        max = 16;
+    } else if (strcmp(key, "max_concurrent_streams") == 0) {
+        count = &f->max_concurrent_streams;
+        min = 1;
+    }
+    if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble) ||
+        !(item->valuedouble >= min && item->valuedouble <= max)) {
+        snprintf(err, errlen, "%s: must be an integer between %.0f and %.0f", key, min, max);
+        return -1;
+    }
+    *count = (uint64_t)item->valuedouble;
+    return 0;
+}
+
 /* Applies any subset of the fault keys, all or nothing. Returns the bad key
  * (or "" when the document itself is wrong) and fills err; NULL on success. */
 static const char *fault_update_json(mock_fault_t *f, const cJSON *doc, char *err, size_t errlen)
@@ -376,6 +427,10 @@ static const char *fault_update_json(mock_fault_t *f, const cJSON *doc, char *er
             rate = &next.reset_rate;
         else if (strcmp(key, "hang_rate") == 0)
             rate = &next.hang_rate;
+        else if (strcmp(key, "grpc_error_rate") == 0)
+            rate = &next.grpc_error_rate;
+        else if (strcmp(key, "refuse_rate") == 0)
+            rate = &next.refuse_rate;
         else if (strcmp(key, "latency") == 0)
             dur = &next.latency_us;
         else if (strcmp(key, "latency_p99") == 0)
@@ -386,6 +441,11 @@ static const char *fault_update_json(mock_fault_t *f, const cJSON *doc, char *er
                 return key;
             }
             next.health_fail = cJSON_IsTrue(item);
+            continue;
+        } else if (strcmp(key, "grpc_error_code") == 0 || strcmp(key, "max_concurrent_streams") == 0 ||
+                   strcmp(key, "goaway_after") == 0) {
+            if (fault_count_parse(&next, key, item, err, errlen) != 0)
+                return key;
             continue;
         } else {
             snprintf(err, errlen, "%s: unknown key", key);
@@ -429,6 +489,11 @@ static cJSON *fault_to_json(const mock_fault_t *f)
     cJSON_AddNumberToObject(o, "reset_rate", f->reset_rate);
     cJSON_AddNumberToObject(o, "hang_rate", f->hang_rate);
     cJSON_AddBoolToObject(o, "health_fail", f->health_fail);
+    cJSON_AddNumberToObject(o, "grpc_error_rate", f->grpc_error_rate);
+    cJSON_AddNumberToObject(o, "grpc_error_code", (double)f->grpc_error_code);
+    cJSON_AddNumberToObject(o, "refuse_rate", f->refuse_rate);
+    cJSON_AddNumberToObject(o, "max_concurrent_streams", (double)f->max_concurrent_streams);
+    cJSON_AddNumberToObject(o, "goaway_after", (double)f->goaway_after);
     return o;
 }
 
@@ -474,6 +539,7 @@ static mock_exchange_t *exchange_new(mock_server_t *srv, const mock_front_ops_t 
     ex->phase = EX_READING;
     ex->headers_tail = &ex->headers;
     ex->resp_tail = &ex->resp_headers;
+    ex->trailer_tail = &ex->resp_trailers;
     ex->route = &mock_route_not_found;
     ex->route_slot = MOCK_ROUTE_COUNT;
     ex->method = "";
@@ -590,7 +656,7 @@ static void exchange_body(mock_exchange_t *ex, const char *data, size_t len)
     }
 }
 
-static void exchange_add_header(mock_exchange_t *ex, const char *name, const char *value)
+static void exchange_append_field(mock_exchange_t *ex, mock_header_t ***tail, const char *name, const char *value)
 {
     mock_header_t *h = arena_alloc(&ex->arena, sizeof(*h));
     if (h == NULL)
@@ -602,8 +668,18 @@ static void exchange_add_header(mock_exchange_t *ex, const char *name, const cha
     if (h->value == NULL)
         return;
     h->value_len = strlen(value);
-    *ex->resp_tail = h;
-    ex->resp_tail = &h->next;
+    **tail = h;
+    *tail = &h->next;
+}
+
+static void exchange_add_header(mock_exchange_t *ex, const char *name, const char *value)
+{
+    exchange_append_field(ex, &ex->resp_tail, name, value);
+}
+
+static void exchange_add_trailer(mock_exchange_t *ex, const char *name, const char *value)
+{
+    exchange_append_field(ex, &ex->trailer_tail, name, value);
 }
 
 static int status_has_body(int status)
@@ -966,6 +1042,14 @@ static cJSON *stats_to_json(const mock_server_t *srv)
     cJSON_AddNumberToObject(o, "bytes_received", (double)st->bytes_received);
     cJSON_AddNumberToObject(o, "connections_active", (double)srv->conn_count);
     cJSON_AddNumberToObject(o, "connections_rejected", (double)st->conns_rejected);
+    cJSON_AddNumberToObject(o, "h2_connections_total", (double)st->h2_connections);
+    cJSON_AddNumberToObject(o, "h2_streams_total", (double)st->h2_streams);
+    cJSON_AddNumberToObject(o, "h2_streams_active", (double)srv->h2_open_streams);
+    cJSON_AddNumberToObject(o, "h2_peak_streams", (double)st->h2_peak_streams);
+    cJSON_AddNumberToObject(o, "h2_peak_streams_per_connection", (double)st->h2_peak_streams_per_conn);
+    cJSON_AddNumberToObject(o, "h2_refused_streams", (double)st->h2_refused);
+    cJSON_AddNumberToObject(o, "h2_goaways_sent", (double)st->h2_goaways);
+    cJSON_AddNumberToObject(o, "grpc_errors_injected", (double)st->grpc_errors_injected);
     return o;
 }
 
@@ -1077,6 +1161,59 @@ static void handle_slow(mock_exchange_t *ex)
         exchange_after(ex, ex->slow_ms * 1000, slow_reply);
 }
 
+/* A trailers-only gRPC answer: HTTP 200, the outcome in the head. */
+static void grpc_respond_status(mock_exchange_t *ex, unsigned code, const char *message)
+{
+    char digits[8];
+    snprintf(digits, sizeof(digits), "%u", code);
+    exchange_add_header(ex, "grpc-status", digits);
+    exchange_add_header(ex, "grpc-message", message);
+    exchange_respond(ex, 200, "application/grpc", NULL);
+}
+
+static void handle_grpc_embed(mock_exchange_t *ex)
+{
+    mock_server_t *srv = ex->server;
+    if (srv->fault.grpc_error_rate > 0 && rng_double(srv) < srv->fault.grpc_error_rate) {
+        srv->stats.grpc_errors_injected++;
+        grpc_respond_status(ex, (unsigned)srv->fault.grpc_error_code, "injected");
+        return;
+    }
+    size_t len = ex->body != NULL ? evbuffer_get_length(ex->body) : 0;
+    const unsigned char *msg = len > 0 ? evbuffer_pullup(ex->body, -1) : NULL;
+    if (len < 5 || msg[0] != 0 ||
+        ((uint64_t)msg[1] << 24 | (uint64_t)msg[2] << 16 | (uint64_t)msg[3] << 8 | msg[4]) != len - 5) {
+        grpc_respond_status(ex, 3, len >= 5 && msg[0] != 0 ? "compressed messages are not supported"
+                                                            : "expected one length-prefixed message");
+        return;
+    }
+    double vec[MOCK_EMBED_DIM];
+    embed_compute((const char *)msg + 5, len - 5, vec);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model", "mock-embed-384");
+    cJSON_AddStringToObject(o, "pod", srv->name);
+    cJSON_AddItemToObject(o, "embedding", cJSON_CreateDoubleArray(vec, MOCK_EMBED_DIM));
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    struct evbuffer *out = evbuffer_new();
+    if (text == NULL || out == NULL) {
+        cJSON_free(text);
+        if (out != NULL)
+            evbuffer_free(out);
+        grpc_respond_status(ex, 13, "out of memory");
+        return;
+    }
+    size_t n = strlen(text);
+    unsigned char prefix[5] = {0, (unsigned char)(n >> 24), (unsigned char)(n >> 16), (unsigned char)(n >> 8),
+                               (unsigned char)n};
+    evbuffer_add(out, prefix, 5);
+    evbuffer_add(out, text, n);
+    cJSON_free(text);
+    exchange_add_trailer(ex, "grpc-status", "0");
+    exchange_respond(ex, 200, "application/grpc", out);
+    evbuffer_free(out);
+}
+
 static void handle_not_found(mock_exchange_t *ex)
 {
     cJSON *o = cJSON_CreateObject();
@@ -1098,7 +1235,7 @@ struct mock_h1_conn {
     int error_status;
     const char *error_msg;
     unsigned keep_alive : 1, message_done : 1, closing : 1, lingering : 1, eof_seen : 1,
-        resume_on_drain : 1, chunked : 1;
+        resume_on_drain : 1, chunked : 1, sniffed : 1;
     LIST_ENTRY(mock_h1_conn) link;
 };
 
@@ -1337,9 +1474,24 @@ static void h1_exchange_finished(mock_h1_conn_t *c)
         event_active(c->resume_ev, EV_READ, 0);
 }
 
+static void h1_conn_to_h2(mock_h1_conn_t *h1);
+
 static void h1_read_cb(struct bufferevent *bev, void *arg)
 {
     mock_h1_conn_t *c = arg;
+    if (!c->sniffed) { /* h2c with prior knowledge: the first bytes decide */
+        static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        char head[sizeof(preface) - 1];
+        size_t len = evbuffer_get_length(bufferevent_get_input(bev));
+        size_t n = len < sizeof(head) ? len : sizeof(head);
+        evbuffer_copyout(bufferevent_get_input(bev), head, n);
+        if (memcmp(head, preface, n) == 0) {
+            if (n == sizeof(head))
+                h1_conn_to_h2(c);
+            return; /* else wait for the rest of the preface */
+        }
+        c->sniffed = 1;
+    }
     if (c->closing) {
         struct evbuffer *in = bufferevent_get_input(bev);
         evbuffer_drain(in, evbuffer_get_length(in));
@@ -1489,6 +1641,424 @@ static void h1_conn_new(mock_server_t *srv, evutil_socket_t fd)
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
+/* ---- HTTP/2 front: h2c with prior knowledge. The h1 front hands over a
+ * connection that opens with the preface; an nghttp2 server session then runs
+ * on the same bufferevent, one exchange per stream. ---- */
+
+#define MOCK_H2_OUT_HIGH (4 * MOCK_CHUNK) /* session bytes queued on the socket before nghttp2 waits */
+#define MOCK_H2_MAX_TRAILERS 16
+#define MOCK_H2_WINDOW (1 << 20)          /* request bodies up to 10 MiB arrive without many round trips */
+
+typedef struct mock_h2_stream {
+    mock_h2_conn_t *conn;
+    mock_exchange_t *ex;     /* NULL once answered or reset (the stream may still be sending) */
+    int32_t id;
+    struct evbuffer *out;    /* response body nghttp2 has not taken yet */
+    char *trailers[2 * MOCK_H2_MAX_TRAILERS]; /* name, value, ...: owned copies (the exchange goes first) */
+    size_t trailer_count;
+    unsigned ended : 1, deferred : 1, want_pull : 1;
+    LIST_ENTRY(mock_h2_stream) link;
+} mock_h2_stream_t;
+
+struct mock_h2_conn {
+    mock_server_t *server;
+    struct bufferevent *bev;
+    nghttp2_session *ng;
+    uint64_t open_streams, accepted;
+    int32_t goaway_last;     /* > 0 once GOAWAY was submitted */
+    unsigned busy : 1, flush_again : 1, closing : 1;
+    LIST_HEAD(, mock_h2_stream) streams;
+    LIST_ENTRY(mock_h2_conn) link;
+};
+
+static const mock_front_ops_t h2_ops;
+static const struct timeval h2_idle_timeout = {MOCK_IO_TIMEOUT_SEC, 0};
+
+static void h2_stream_free(mock_h2_stream_t *st)
+{
+    mock_h2_conn_t *c = st->conn;
+    if (st->ex != NULL) { /* the client reset it, or the connection went, before the answer */
+        if (st->ex->counted && st->ex->phase != EX_READING)
+            c->server->stats.client_aborts++;
+        exchange_free(st->ex);
+    }
+    c->open_streams--;
+    c->server->h2_open_streams--;
+    LIST_REMOVE(st, link);
+    evbuffer_free(st->out);
+    for (size_t i = 0; i < 2 * st->trailer_count; i++)
+        free(st->trailers[i]);
+    free(st);
+}
+
+static void h2_conn_free(mock_h2_conn_t *c)
+{
+    while (!LIST_EMPTY(&c->streams))
+        h2_stream_free(LIST_FIRST(&c->streams));
+    nghttp2_session_del(c->ng);
+    LIST_REMOVE(c, link);
+    c->server->conn_count--;
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+/* Sends what the session has, lets streaming answers pull more, and closes
+ * the connection once the session is done (after GOAWAY) and flushed.
+ * Returns -1 when c was freed. Nested calls (from inside the session or a
+ * pull) only ask the outermost one to go round again. */
+static int h2_conn_flush(mock_h2_conn_t *c)
+{
+    if (c->busy) {
+        c->flush_again = 1;
+        return 0;
+    }
+    c->busy = 1;
+    do {
+        c->flush_again = 0;
+        if (nghttp2_session_send(c->ng) != 0) {
+            h2_conn_free(c);
+            return -1;
+        }
+        for (mock_h2_stream_t *st = LIST_FIRST(&c->streams); st != NULL; st = LIST_NEXT(st, link)) {
+            if (st->want_pull && st->ex != NULL && st->ex->phase == EX_STREAMING) {
+                st->want_pull = 0;
+                exchange_pull(st->ex);
+                c->flush_again = 1;
+            }
+        }
+    } while (c->flush_again);
+    c->busy = 0;
+    if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng)) {
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+            h2_conn_free(c);
+            return -1;
+        }
+        c->closing = 1; /* freed when the output drained */
+    }
+    /* The idle timeout is for a connection without streams; a held or slow one is ours to time. */
+    bufferevent_set_timeouts(c->bev, c->open_streams > 0 ? NULL : &h2_idle_timeout, NULL);
+    return 0;
+}
+
+static ssize_t h2_send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *arg)
+{
+    mock_h2_conn_t *c = arg;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) >= MOCK_H2_OUT_HIGH)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    evbuffer_add(out, data, len);
+    return (ssize_t)len;
+}
+
+static ssize_t h2_read_body_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length, uint32_t *data_flags,
+                               nghttp2_data_source *source, void *arg)
+{
+    mock_h2_stream_t *st = source->ptr;
+    int n = evbuffer_remove(st->out, buf, length);
+    if (n < 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    size_t left = evbuffer_get_length(st->out);
+    if (left == 0 && st->ended) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (st->trailer_count > 0) {
+            nghttp2_nv nva[MOCK_H2_MAX_TRAILERS];
+            for (size_t i = 0; i < st->trailer_count; i++)
+                nva[i] = (nghttp2_nv){(uint8_t *)st->trailers[2 * i], (uint8_t *)st->trailers[2 * i + 1],
+                                      strlen(st->trailers[2 * i]), strlen(st->trailers[2 * i + 1]),
+                                      NGHTTP2_NV_FLAG_NONE};
+            if (nghttp2_submit_trailer(ng, id, nva, st->trailer_count) == 0)
+                *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+        return n;
+    }
+    if (left < MOCK_CHUNK)
+        st->want_pull = 1; /* a streaming answer refills after the send */
+    if (n == 0) {
+        st->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return n;
+}
+
+static mock_h2_stream_t *h2_stream_of(nghttp2_session *ng, int32_t id)
+{
+    return nghttp2_session_get_stream_user_data(ng, id);
+}
+
+static void h2_refuse(mock_h2_conn_t *c, int32_t id)
+{
+    c->server->stats.h2_refused++;
+    nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+}
+
+static int h2_on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
+{
+    mock_h2_conn_t *c = arg;
+    mock_server_t *srv = c->server;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    int32_t id = frame->hd.stream_id;
+    if (c->goaway_last > 0 && id > c->goaway_last) { /* after our GOAWAY: never processed */
+        h2_refuse(c, id);
+        return 0;
+    }
+    if (srv->fault.refuse_rate > 0 && rng_double(srv) < srv->fault.refuse_rate) {
+        h2_refuse(c, id);
+        return 0;
+    }
+    mock_h2_stream_t *st = calloc(1, sizeof(*st));
+    if (st == NULL || (st->out = evbuffer_new()) == NULL ||
+        (st->ex = exchange_new(srv, &h2_ops, st)) == NULL) {
+        if (st != NULL && st->out != NULL)
+            evbuffer_free(st->out);
+        free(st);
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
+        return 0;
+    }
+    st->conn = c;
+    st->id = id;
+    st->ex->http_major = 2;
+    LIST_INSERT_HEAD(&c->streams, st, link);
+    nghttp2_session_set_stream_user_data(ng, id, st);
+    srv->stats.h2_streams++;
+    if (++c->open_streams > srv->stats.h2_peak_streams_per_conn)
+        srv->stats.h2_peak_streams_per_conn = c->open_streams;
+    if (++srv->h2_open_streams > srv->stats.h2_peak_streams)
+        srv->stats.h2_peak_streams = srv->h2_open_streams;
+    if (srv->fault.goaway_after > 0 && ++c->accepted == srv->fault.goaway_after && c->goaway_last == 0) {
+        nghttp2_submit_goaway(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR, NULL, 0);
+        c->goaway_last = id;
+        srv->stats.h2_goaways++;
+    }
+    return 0;
+}
+
+static int h2_on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                        const uint8_t *value, size_t valuelen, uint8_t flags, void *arg)
+{
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* request trailers are not looked at */
+    mock_h2_stream_t *st = h2_stream_of(ng, frame->hd.stream_id);
+    if (st == NULL || st->ex == NULL)
+        return 0;
+    mock_exchange_t *ex = st->ex;
+    const char *n = (const char *)name, *v = (const char *)value;
+    int rc = 0;
+    if (namelen == 7 && memcmp(n, ":method", 7) == 0) {
+        ex->method = arena_strndup(&ex->arena, v, valuelen);
+        rc = ex->method != NULL ? 0 : -1;
+    } else if (namelen == 5 && memcmp(n, ":path", 5) == 0) {
+        rc = exchange_set_target(ex, v, valuelen);
+    } else if (namelen == 10 && memcmp(n, ":authority", 10) == 0) {
+        rc = exchange_add_request_header(ex, "host", 4, v, valuelen);
+    } else if (namelen > 0 && n[0] != ':') {
+        rc = ex->header_count < MOCK_MAX_HEADERS ? exchange_add_request_header(ex, n, namelen, v, valuelen) : -1;
+    }
+    return rc == 0 ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* nghttp2 resets the stream */
+}
+
+static int h2_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
+{
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+        return 0;
+    mock_h2_stream_t *st = h2_stream_of(ng, frame->hd.stream_id);
+    if (st == NULL || st->ex == NULL || st->ex->phase != EX_READING)
+        return 0;
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+        exchange_head_done(st->ex);
+    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+        exchange_dispatch(st->ex); /* may answer (or reset) at once */
+    return 0;
+}
+
+static int h2_on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                            void *arg)
+{
+    mock_h2_stream_t *st = h2_stream_of(ng, id);
+    if (st != NULL && st->ex != NULL && st->ex->phase == EX_READING)
+        exchange_body(st->ex, (const char *)data, len);
+    return 0;
+}
+
+static int h2_on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
+{
+    mock_h2_stream_t *st = h2_stream_of(ng, id);
+    if (st != NULL)
+        h2_stream_free(st);
+    return 0;
+}
+
+static mock_h2_stream_t *h2_stream_of_ex(mock_exchange_t *ex)
+{
+    return ex->front_ctx;
+}
+
+static void h2_send_head(mock_exchange_t *ex)
+{
+    mock_h2_stream_t *st = h2_stream_of_ex(ex);
+    nghttp2_nv nva[MOCK_MAX_HEADERS + 2];
+    size_t n = 0;
+    char status[8], length[24];
+    snprintf(status, sizeof(status), "%d", ex->status);
+    nva[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, strlen(status), NGHTTP2_NV_FLAG_NONE};
+    for (const mock_header_t *h = ex->resp_headers; h != NULL && n < MOCK_MAX_HEADERS; h = h->next)
+        nva[n++] = (nghttp2_nv){(uint8_t *)h->name, (uint8_t *)h->value, h->name_len, h->value_len,
+                                NGHTTP2_NV_FLAG_NONE};
+    if (ex->resp_has_body && !ex->resp_chunked) {
+        snprintf(length, sizeof(length), "%" PRIu64, ex->resp_length);
+        nva[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)length, 14, strlen(length),
+                                NGHTTP2_NV_FLAG_NONE};
+    }
+    for (const mock_header_t *h = ex->resp_trailers; h != NULL && st->trailer_count < MOCK_H2_MAX_TRAILERS;
+         h = h->next) {
+        char *name = strdup(h->name), *value = strdup(h->value);
+        if (name == NULL || value == NULL) {
+            free(name);
+            free(value);
+            break;
+        }
+        st->trailers[2 * st->trailer_count] = name;
+        st->trailers[2 * st->trailer_count + 1] = value;
+        st->trailer_count++;
+    }
+    int has_data = ex->resp_has_body && ex->method_bit != M_HEAD && ex->resp_length > 0;
+    nghttp2_data_provider body = {.source = {.ptr = st}, .read_callback = h2_read_body_cb};
+    /* Without a body or trailers the head ends the stream (gRPC trailers-only). */
+    nghttp2_submit_response(st->conn->ng, st->id, nva, n, has_data || st->trailer_count > 0 ? &body : NULL);
+}
+
+static void h2_resume(mock_h2_stream_t *st)
+{
+    if (st->deferred) {
+        st->deferred = 0;
+        nghttp2_session_resume_data(st->conn->ng, st->id);
+    }
+}
+
+static void h2_send_body(mock_exchange_t *ex, struct evbuffer *data)
+{
+    mock_h2_stream_t *st = h2_stream_of_ex(ex);
+    evbuffer_add_buffer(st->out, data);
+    h2_resume(st);
+}
+
+static void h2_send_end(mock_exchange_t *ex)
+{
+    mock_h2_stream_t *st = h2_stream_of_ex(ex);
+    st->ended = 1;
+    st->ex = NULL;
+    exchange_free(ex);
+    h2_resume(st);
+    h2_conn_flush(st->conn);
+}
+
+static void h2_reset(mock_exchange_t *ex)
+{
+    mock_h2_stream_t *st = h2_stream_of_ex(ex);
+    st->ex = NULL;
+    exchange_free(ex);
+    nghttp2_submit_rst_stream(st->conn->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    h2_conn_flush(st->conn);
+}
+
+static size_t h2_room(mock_exchange_t *ex)
+{
+    size_t queued = evbuffer_get_length(h2_stream_of_ex(ex)->out);
+    return queued < MOCK_OUT_HIGH ? MOCK_OUT_HIGH - queued : 0;
+}
+
+static const mock_front_ops_t h2_ops = {h2_send_head, h2_send_body, h2_send_end, h2_reset, h2_room};
+
+static void h2_read_cb(struct bufferevent *bev, void *arg)
+{
+    mock_h2_conn_t *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    c->busy = 1;
+    while (evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        ssize_t rv = nghttp2_session_mem_recv(c->ng, v.iov_base, v.iov_len);
+        if (rv < 0) {
+            h2_conn_free(c); /* not HTTP/2 after all, or a connection error nghttp2 cannot answer */
+            return;
+        }
+        evbuffer_drain(in, v.iov_len);
+    }
+    c->busy = 0;
+    h2_conn_flush(c);
+}
+
+static void h2_write_cb(struct bufferevent *bev, void *arg)
+{
+    mock_h2_conn_t *c = arg;
+    if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        h2_conn_free(c);
+        return;
+    }
+    h2_conn_flush(c);
+}
+
+static void h2_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    h2_conn_free(arg);
+}
+
+/* Takes over bev (which holds the preface) from the h1 front. */
+static void h2_conn_new(mock_server_t *srv, struct bufferevent *bev)
+{
+    static nghttp2_session_callbacks *cbs;
+    if (cbs == NULL) { /* one thread: the pod's single event loop */
+        if (nghttp2_session_callbacks_new(&cbs) != 0) {
+            bufferevent_free(bev);
+            return;
+        }
+        nghttp2_session_callbacks_set_send_callback(cbs, h2_send_cb);
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, h2_on_begin_headers);
+        nghttp2_session_callbacks_set_on_header_callback(cbs, h2_on_header);
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h2_on_frame_recv);
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, h2_on_data_chunk);
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, h2_on_stream_close);
+    }
+    mock_h2_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL || nghttp2_session_server_new(&c->ng, cbs, c) != 0) {
+        free(c);
+        bufferevent_free(bev);
+        return;
+    }
+    c->server = srv;
+    c->bev = bev;
+    LIST_INIT(&c->streams);
+    LIST_INSERT_HEAD(&srv->h2_conns, c, link);
+    srv->conn_count++;
+    srv->stats.h2_connections++;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)srv->fault.max_concurrent_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, MOCK_H2_WINDOW},
+    };
+    nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, 16 * MOCK_H2_WINDOW);
+    bufferevent_setcb(bev, h2_read_cb, h2_write_cb, h2_event_cb, c);
+    bufferevent_setwatermark(bev, EV_READ, 0, MOCK_IN_HIGH);
+    bufferevent_setwatermark(bev, EV_WRITE, MOCK_CHUNK, 0);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    h2_read_cb(bev, c);
+}
+
+/* The h1 front saw the preface: the connection becomes HTTP/2. */
+static void h1_conn_to_h2(mock_h1_conn_t *h1)
+{
+    mock_server_t *srv = h1->server;
+    struct bufferevent *bev = h1->bev;
+    LIST_REMOVE(h1, link);
+    srv->conn_count--;
+    event_free(h1->resume_ev);
+    evbuffer_free(h1->field);
+    evbuffer_free(h1->value);
+    free(h1);
+    h2_conn_new(srv, bev);
+}
+
 /* ---- listener, signals, main ---- */
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
@@ -1501,8 +2071,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    /* An h2c front sniffs the connection preface here and takes the socket. */
-    h1_conn_new(srv, fd);
+    h1_conn_new(srv, fd); /* which hands the connection to the h2 front if it opens with the preface */
 }
 
 static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -1541,7 +2110,8 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: veer-mockpod --listen HOST:PORT --name NAME [--error-rate R] [--latency D]\n"
             "                    [--latency-p99 D] [--reset-rate R] [--hang-rate R] [--seed N]\n"
-            "                    [--ready-file PATH]\n"
+            "                    [--ready-file PATH] [--grpc-error-rate R] [--grpc-error-code N]\n"
+            "                    [--max-concurrent-streams N] [--goaway-after N] [--refuse-rate R]\n"
             "  R is a probability in [0,1]; D is a duration (40ms, 250us, 1.5s; a bare number is ms).\n"
             "  PORT 0 picks a free port; the chosen one is printed as \"listening HOST:PORT\".\n");
 }
@@ -1554,9 +2124,14 @@ static int options_parse(int argc, char **argv, mock_options_t *opt)
         {"latency-p99", required_argument, NULL, 'P'}, {"reset-rate", required_argument, NULL, 'r'},
         {"hang-rate", required_argument, NULL, 'H'},   {"seed", required_argument, NULL, 's'},
         {"ready-file", required_argument, NULL, 'f'},  {"help", no_argument, NULL, 'h'},
+        {"grpc-error-rate", required_argument, NULL, 'g'}, {"grpc-error-code", required_argument, NULL, 'G'},
+        {"max-concurrent-streams", required_argument, NULL, 'm'}, {"goaway-after", required_argument, NULL, 'w'},
+        {"refuse-rate", required_argument, NULL, 'R'},
         {NULL, 0, NULL, 0},
     };
     memset(opt, 0, sizeof(*opt));
+    opt->fault.grpc_error_code = 14; /* UNAVAILABLE */
+    opt->fault.max_concurrent_streams = 100;
     int ch, index = 0;
     while ((ch = getopt_long(argc, argv, "", longopts, &index)) != -1) {
         int bad = 0;
@@ -1569,6 +2144,14 @@ static int options_parse(int argc, char **argv, mock_options_t *opt)
         case 'H': bad = rate_parse(optarg, &opt->fault.hang_rate); break;
         case 'L': bad = duration_parse(optarg, &opt->fault.latency_us); break;
         case 'P': bad = duration_parse(optarg, &opt->fault.latency_p99_us); break;
+        case 'g': bad = rate_parse(optarg, &opt->fault.grpc_error_rate); break;
+        case 'R': bad = rate_parse(optarg, &opt->fault.refuse_rate); break;
+        case 'G': bad = parse_u64(optarg, strlen(optarg), 16, &opt->fault.grpc_error_code); break;
+        case 'm':
+            bad = parse_u64(optarg, strlen(optarg), 1000000000, &opt->fault.max_concurrent_streams) ||
+                  opt->fault.max_concurrent_streams == 0;
+            break;
+        case 'w': bad = parse_u64(optarg, strlen(optarg), 1000000000, &opt->fault.goaway_after); break;
         case 's': {
             char *end;
             errno = 0;
@@ -1709,6 +2292,8 @@ static void server_free(mock_server_t *srv)
 {
     while (!LIST_EMPTY(&srv->conns))
         h1_conn_free(LIST_FIRST(&srv->conns));
+    while (!LIST_EMPTY(&srv->h2_conns))
+        h2_conn_free(LIST_FIRST(&srv->h2_conns));
     if (srv->listener != NULL)
         evconnlistener_free(srv->listener);
     if (srv->accept_retry != NULL)
@@ -1733,6 +2318,7 @@ int main(int argc, char **argv)
     srv.name = opt.name;
     srv.fault = opt.fault;
     LIST_INIT(&srv.conns);
+    LIST_INIT(&srv.h2_conns);
     TAILQ_INIT(&srv.held);
     h1_settings_init(&srv.h1_settings);
     for (size_t i = 0; i < sizeof(srv.pattern); i++)

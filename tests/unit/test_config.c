@@ -1125,12 +1125,416 @@ static void test_out_of_memory(void)
 #endif
 }
 
+/* ---- canary keys of issue 6: step_weights, promotion steps, iterations,
+ * mirror, inconclusive limit, statistics, A/B match, webhooks ------------- */
+
+#define CANARY3(extra) WITH_ROUTE3("'canary':{'stable':'blue','canary':'green'" extra "}")
+
+static void test_canary_new_keys(void)
+{
+    veer_config_errors_t errs = {0};
+    veer_config_t *cfg = parse_q(CANARY3(""), &errs);
+    print_errors(&errs);
+    CHECK(cfg != NULL);
+    const veer_canary_config_t *c = cfg ? cfg->routes[0].canary : NULL;
+    CHECK(c != NULL);
+    if (c) {
+        CHECK(c->step_weights == NULL && c->step_weight_count == 0 && c->step_weight == 10 && c->max_weight == 50);
+        CHECK(c->promotion_step_weight == 0 && c->iterations == 10 && c->mirror_iterations == 0);
+        CHECK(c->max_inconclusive == 3 && c->confidence == 0.99 && c->p99_ratio_max == 1.5);
+        CHECK(c->match == NULL && c->webhook_phase_change_count == 0 && c->webhook_confirm_promotion == NULL);
+        CHECK(c->webhook_timeout_ms == 5000 && c->webhook_retries == 3);
+    }
+    veer_config_free(cfg);
+
+    cfg = parse_q(CANARY3(",'mode':'ab','iterations':4,'mirror_iterations':2,'max_inconclusive':7,"
+                          "'confidence':0.95,'p99_ratio_max':2.5,'promotion_step_weight':25,"
+                          "'match':{'header':'X-Canary','equals':'always'},"
+                          "'webhooks':{'promoted':null,'phase_change':['http://cd/a','https://cd/b'],"
+                          "'confirm_promotion':'http://cd/confirm','timeout':'2s','retries':0}"),
+                  &errs);
+    print_errors(&errs);
+    CHECK(cfg != NULL);
+    c = cfg ? cfg->routes[0].canary : NULL;
+    if (c) {
+        CHECK(c->mode == VEER_CANARY_AB && c->iterations == 4 && c->mirror_iterations == 2);
+        CHECK(c->max_inconclusive == 7 && c->confidence == 0.95 && c->p99_ratio_max == 2.5);
+        CHECK(c->promotion_step_weight == 25);
+        CHECK(c->match != NULL);
+        if (c->match) {
+            CHECK(c->match->kind == VEER_KEY_HEADER);
+            CHECK_STR(c->match->name, "x-canary"); /* header names lower-cased */
+            CHECK_STR(c->match->equals, "always");
+            CHECK(c->match->cluster == 1); /* the canary */
+        }
+        CHECK(c->webhook_phase_change_count == 2);
+        CHECK_STR(c->webhook_phase_change[0], "http://cd/a");
+        CHECK_STR(c->webhook_phase_change[1], "https://cd/b");
+        CHECK_STR(c->webhook_confirm_promotion, "http://cd/confirm");
+        CHECK(c->webhook_promoted == NULL);
+        CHECK(c->webhook_timeout_ms == 2000 && c->webhook_retries == 0);
+    }
+    veer_config_free(cfg);
+
+    /* step_weights: max_weight is the last step when not given */
+    cfg = parse_q(CANARY3(",'step_weights':[1,5,25,60]"), &errs);
+    print_errors(&errs);
+    c = cfg ? cfg->routes[0].canary : NULL;
+    CHECK(c && c->step_weight_count == 4 && c->step_weights[0] == 1 && c->step_weights[3] == 60);
+    CHECK(c && c->max_weight == 60);
+    veer_config_free(cfg);
+    cfg = parse_q(CANARY3(",'step_weights':[10,50],'max_weight':50,'mode':'blue_green','match':null"), &errs);
+    print_errors(&errs);
+    CHECK(cfg && cfg->routes[0].canary->max_weight == 50 && cfg->routes[0].canary->match == NULL);
+    veer_config_free(cfg);
+    cfg = parse_q(CANARY3(",'match':{'cookie':'Beta','equals':''},'mode':'ab'"), &errs);
+    print_errors(&errs);
+    c = cfg ? cfg->routes[0].canary : NULL;
+    CHECK(c && c->match && c->match->kind == VEER_KEY_COOKIE && strcmp(c->match->name, "Beta") == 0);
+    CHECK(c && c->match && c->match->equals_len == 0);
+    veer_config_free(cfg);
+    cfg = parse_q(CANARY3(",'webhooks':null"), &errs);
+    CHECK(cfg && cfg->routes[0].canary->webhook_timeout_ms == 5000);
+    veer_config_free(cfg);
+    veer_config_errors_clear(&errs);
+}
+
+static void test_canary_new_key_errors(void)
+{
+    EXPECT_ERROR(CANARY3(",'step_weight':10,'step_weights':[10]"),
+                 "routes[0].canary: \"step_weight\" and \"step_weights\" are mutually exclusive");
+    EXPECT_ERROR(CANARY3(",'step_weights':[]"), "routes[0].canary.step_weights: expected a non-empty array");
+    EXPECT_ERROR(CANARY3(",'step_weights':5"), "routes[0].canary.step_weights: expected a non-empty array, got 5");
+    EXPECT_ERROR(CANARY3(",'step_weights':[10,0]"),
+                 "routes[0].canary.step_weights[1]: expected an integer between 1 and 100, got 0");
+    EXPECT_ERROR(CANARY3(",'step_weights':[10,101]"), "routes[0].canary.step_weights[1]: expected an integer");
+    EXPECT_ERROR(CANARY3(",'step_weights':[10,'20']"), "routes[0].canary.step_weights[1]: expected an integer");
+    EXPECT_ERROR(CANARY3(",'step_weights':[10,30,30]"),
+                 "routes[0].canary.step_weights[2]: must be greater than step_weights[1] (30), got 30");
+    EXPECT_ERROR(CANARY3(",'step_weights':[10,40],'max_weight':50"),
+                 "routes[0].canary.step_weights: the last of step_weights (40) must equal max_weight (50)");
+    EXPECT_ERROR(CANARY3(",'promotion_step_weight':101"),
+                 "routes[0].canary.promotion_step_weight: must be between 0 and 100, got 101");
+    EXPECT_ERROR(CANARY3(",'mode':'blue_green','iterations':0"), "routes[0].canary.iterations: expected a positive integer");
+    EXPECT_ERROR(CANARY3(",'iterations':3"),
+                 "routes[0].canary.iterations: only used when mode is \"blue_green\" or \"ab\"");
+    EXPECT_ERROR(CANARY3(",'mirror_iterations':-1"), "routes[0].canary.mirror_iterations: expected a non-negative integer");
+    EXPECT_ERROR(CANARY3(",'max_inconclusive':0"), "routes[0].canary.max_inconclusive: expected a positive integer");
+    EXPECT_ERROR(CANARY3(",'confidence':0.5"), "routes[0].canary.confidence: must be greater than 0.5 and at most 0.999999, got 0.5");
+    EXPECT_ERROR(CANARY3(",'confidence':99"), "routes[0].canary.confidence: must be greater than 0.5");
+    EXPECT_ERROR(CANARY3(",'confidence':'99%'"), "routes[0].canary.confidence: expected a number, got \"99%\"");
+    EXPECT_ERROR(CANARY3(",'p99_ratio_max':0.9"), "routes[0].canary.p99_ratio_max: must be at least 1 and at most 100, got 0.9");
+    EXPECT_ERROR(CANARY3(",'mode':'ab'"),
+                 "routes[0].canary.match: required when mode is \"ab\" (e.g. {\"header\": \"x-canary\", \"equals\": \"1\"})");
+    EXPECT_ERROR(CANARY3(",'mode':'ab','match':null"), "routes[0].canary.match: must not be null when mode is \"ab\"");
+    EXPECT_ERROR(CANARY3(",'match':{'header':'x','equals':'1'}"), "routes[0].canary.match: only used when mode is \"ab\"");
+    EXPECT_ERROR(CANARY3(",'mode':'ab','match':{'header':'x','cookie':'y','equals':'1'}"),
+                 "routes[0].canary.match: expected exactly one of \"header\" or \"cookie\"");
+    EXPECT_ERROR(CANARY3(",'mode':'ab','match':{'header':'x'}"), "routes[0].canary.match.equals: required key is missing");
+    EXPECT_ERROR(CANARY3(",'mode':'ab','match':{'header':'a b','equals':'1'}"),
+                 "routes[0].canary.match.header: invalid header name \"a b\"");
+    EXPECT_ERROR(CANARY3(",'mode':'ab','match':{'header':'x','equals':'1','cluster':'blue'}"),
+                 "routes[0].canary.match.cluster: unknown key");
+    EXPECT_ERROR(CANARY3(",'mode':'ab','match':'x-canary'"), "routes[0].canary.match: expected an object or null");
+    EXPECT_ERROR(CANARY3(",'webhooks':{'phase_change':['ftp://x']}"),
+                 "routes[0].canary.webhooks.phase_change[0]: expected an http:// or https:// URL, got \"ftp://x\"");
+    EXPECT_ERROR(CANARY3(",'webhooks':{'phase_change':'http://x'}"),
+                 "routes[0].canary.webhooks.phase_change: expected an array or null");
+    EXPECT_ERROR(CANARY3(",'webhooks':{'phase_change':['http://1','http://2','http://3','http://4','http://5',"
+                         "'http://6','http://7','http://8','http://9']}"),
+                 "routes[0].canary.webhooks.phase_change: at most 8 URLs, got 9");
+    EXPECT_ERROR(CANARY3(",'webhooks':{'confirm_promotion':'cd/confirm'}"),
+                 "routes[0].canary.webhooks.confirm_promotion: expected an http:// or https:// URL");
+    EXPECT_ERROR(CANARY3(",'webhooks':{'timeout':5}"), "routes[0].canary.webhooks.timeout: invalid duration 5");
+    EXPECT_ERROR(CANARY3(",'webhooks':{'retries':11}"), "routes[0].canary.webhooks.retries: must be between 0 and 10, got 11");
+    EXPECT_ERROR(CANARY3(",'webhooks':{'confirm':'http://x'}"),
+                 "routes[0].canary.webhooks.confirm: unknown key");
+    EXPECT_ERROR(CANARY3(",'mirror_iteration':1"),
+                 "routes[0].canary.mirror_iteration: unknown key (did you mean \"mirror_iterations\"?)");
+}
+
+/* POST /v1/routes/NAME/canary bodies: keys override the route's policy. */
+static void test_canary_overrides(void)
+{
+    veer_config_errors_t errs = {0};
+    veer_config_t *cfg = parse_q(CANARY3(",'mode':'ab','iterations':4,'match':{'header':'x-a','equals':'1'},"
+                                         "'webhooks':{'promoted':'http://cd/p','phase_change':['http://cd/ph']}"),
+                                 &errs);
+    print_errors(&errs);
+    CHECK(cfg != NULL);
+    if (!cfg)
+        return;
+    const veer_canary_config_t *base = cfg->routes[0].canary;
+
+    cJSON *body = cJSON_Parse("{\"step_weight\":20,\"interval\":\"5s\",\"canary\":\"canary\"}");
+    veer_canary_config_t *c = veer_config_canary_parse(cfg, base, body, &errs);
+    print_errors(&errs);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK(c->step_weight == 20 && c->interval_ms == 5000 && c->canary == 2 && c->stable == 0);
+        CHECK(c->mode == VEER_CANARY_AB && c->iterations == 4);
+        CHECK(c->match && c->match->cluster == 2 && strcmp(c->match->name, "x-a") == 0); /* follows the canary */
+        CHECK_STR(c->webhook_promoted, "http://cd/p");
+        CHECK(c->webhook_phase_change_count == 1 && c->match != base->match);
+    }
+    veer_config_canary_free(c);
+    cJSON_Delete(body);
+
+    /* switching mode drops the inherited match; the webhooks merge key by key */
+    body = cJSON_Parse("{\"mode\":\"progressive\",\"webhooks\":{\"promoted\":null,\"retries\":1}}");
+    c = veer_config_canary_parse(cfg, base, body, &errs);
+    print_errors(&errs);
+    CHECK(c && c->match == NULL && c->mode == VEER_CANARY_PROGRESSIVE);
+    CHECK(c && c->webhook_promoted == NULL && c->webhook_phase_change_count == 1 && c->webhook_retries == 1);
+    veer_config_canary_free(c);
+    cJSON_Delete(body);
+
+    /* no body: the base itself, copied */
+    c = veer_config_canary_parse(cfg, base, NULL, &errs);
+    CHECK(c && c->iterations == 4 && c->match && c->match != base->match);
+    veer_config_canary_free(c);
+    CHECK(errs.count == 0);
+
+    /* errors: top-level paths, nothing returned */
+    body = cJSON_Parse("{\"step_weight\":0,\"canary\":\"nope\",\"stpe\":1}");
+    c = veer_config_canary_parse(cfg, base, body, &errs);
+    CHECK(c == NULL);
+    CHECK(has_error(&errs, "step_weight: expected a positive integer, got 0"));
+    CHECK(has_error(&errs, "canary: unknown cluster \"nope\""));
+    CHECK(has_error(&errs, "stpe: unknown key"));
+    veer_config_errors_clear(&errs);
+    cJSON_Delete(body);
+    body = cJSON_Parse("[1]");
+    CHECK(veer_config_canary_parse(cfg, base, body, &errs) == NULL);
+    CHECK(has_error(&errs, "expected a JSON object of canary policy keys, got an array"));
+    veer_config_errors_clear(&errs);
+    cJSON_Delete(body);
+    body = cJSON_Parse("{\"stable\":\"canary\",\"canary\":\"canary\"}");
+    CHECK(veer_config_canary_parse(cfg, base, body, &errs) == NULL);
+    CHECK(has_error(&errs, "canary: must differ from stable (\"canary\")"));
+    veer_config_errors_clear(&errs);
+    cJSON_Delete(body);
+
+    /* no base: stable and canary are required, the rest defaults */
+    CHECK(veer_config_canary_parse(cfg, NULL, NULL, &errs) == NULL);
+    CHECK(has_error(&errs, "stable: required key is missing") && has_error(&errs, "canary: required key is missing"));
+    veer_config_errors_clear(&errs);
+    body = cJSON_Parse("{\"stable\":\"blue\",\"canary\":\"green\"}");
+    c = veer_config_canary_parse(cfg, NULL, body, &errs);
+    CHECK(c && c->threshold == 5 && c->step_weight == 10 && c->max_inconclusive == 3);
+    veer_config_canary_free(c);
+    cJSON_Delete(body);
+    CHECK(veer_config_canary_parse(NULL, base, NULL, NULL) == NULL);
+    veer_config_canary_free(NULL);
+
+#ifndef VEER_TEST_NO_MALLOC_HOOKS
+    /* every allocation failure of a merge: NULL with an error, no leak */
+    body = cJSON_Parse("{\"step_weights\":[5,50],\"webhooks\":{\"phase_change\":[\"http://a\",\"http://b\"]}}");
+    long budget = 0;
+    for (; body && budget < 1000; budget++) {
+        long live_before = live_allocs;
+        alloc_budget = budget;
+        c = veer_config_canary_parse(cfg, base, body, &errs);
+        alloc_budget = -1;
+        CHECK(c != NULL || errs.count + errs.dropped > 0);
+        bool done = c != NULL;
+        veer_config_canary_free(c);
+        veer_config_errors_clear(&errs);
+        CHECK(live_allocs == live_before);
+        if (done)
+            break;
+    }
+    CHECK(budget > 5 && budget < 1000);
+    cJSON_Delete(body);
+#endif
+    veer_config_free(cfg);
+}
+
+/* Issue 4's resilience knobs: defaults when left out. */
+static void test_resilience_defaults(void)
+{
+    veer_config_errors_t errs = {0};
+    veer_config_t *cfg = parse_q("{" LISTENERS ",'clusters':{'local':{'endpoints':['127.0.0.1:8081'],"
+                                 "'health_check':{'path':'/h'},'outlier_detection':{}}}," ROUTES "}",
+                                 &errs);
+    print_errors(&errs);
+    CHECK(cfg != NULL);
+    if (!cfg)
+        return;
+    const veer_cluster_config_t *c = &cfg->clusters[0];
+    CHECK(c->panic_threshold == 50);
+    const veer_health_check_config_t *hc = c->health_check;
+    CHECK(hc && hc->jitter_ms == 500 && hc->require_initial_pass);
+    CHECK(hc && hc->expected_status_count == 1 && hc->expected_statuses[0].lo == 200 &&
+          hc->expected_statuses[0].hi == 399);
+    const veer_outlier_config_t *od = c->outlier_detection;
+    CHECK(od != NULL);
+    if (od) {
+        CHECK(od->consecutive_local_origin_failure == 5);
+        CHECK(od->enforcing_consecutive_5xx == 100 && od->enforcing_consecutive_gateway_failure == 100);
+        CHECK(od->enforcing_consecutive_local_origin_failure == 100 && od->enforcing_success_rate == 100);
+        CHECK(od->enforcing_failure_percentage == 0 && od->failure_percentage_threshold == 85);
+        CHECK(od->failure_percentage_minimum_hosts == 5 && od->failure_percentage_request_volume == 50);
+        CHECK(od->latency_p99_max_ms == 0 && od->latency_request_volume == 100);
+        CHECK(od->max_ejection_time_jitter_ms == 0 && od->successful_active_health_check_uneject_host);
+    }
+    const veer_retry_config_t *rt = &cfg->routes[0].retry;
+    CHECK(rt->attempts == 1 && rt->budget_percent == 20 && rt->min_retry_concurrency == 3);
+    CHECK(rt->backoff_base_ms == 25 && rt->backoff_max_ms == 250 && rt->max_body_bytes == 65536);
+    CHECK(rt->retriable_status_count == 0);
+    CHECK(rt->on == (VEER_RETRY_ON_CONNECT_FAILURE | VEER_RETRY_ON_REFUSED_STREAM));
+    veer_config_free(cfg);
+    veer_config_errors_clear(&errs);
+}
+
+/* Issue 4's resilience knobs: every one read as written. */
+static void test_resilience_values(void)
+{
+    veer_config_errors_t errs = {0};
+    veer_config_t *cfg = parse_q(
+        "{" LISTENERS ",'clusters':{'local':{'endpoints':['127.0.0.1:8081'],'panic_threshold':0,"
+        "'health_check':{'path':'/h','interval':'10s','jitter':'2s','expected_statuses':[200,'202-204','300'],"
+        "'require_initial_pass':false},"
+        "'outlier_detection':{'consecutive_local_origin_failure':2,'enforcing_consecutive_5xx':50,"
+        "'enforcing_consecutive_gateway_failure':0,'enforcing_consecutive_local_origin_failure':10,"
+        "'enforcing_success_rate':20,'enforcing_failure_percentage':100,'failure_percentage_threshold':70,"
+        "'failure_percentage_minimum_hosts':1,'failure_percentage_request_volume':10,'latency_p99_max':'750ms',"
+        "'latency_request_volume':20,'max_ejection_time_jitter':'3s',"
+        "'successful_active_health_check_uneject_host':false}}},"
+        "'routes':[{'name':'r','split':[{'cluster':'local','weight':1}],"
+        "'retry':{'attempts':3,'on':['retriable-status-codes','timeout'],'retriable_status_codes':[409,'500-502'],"
+        "'min_retry_concurrency':0,'backoff_base':'10ms','backoff_max':'1s','max_body_bytes':0}}]}",
+        &errs);
+    print_errors(&errs);
+    CHECK(cfg != NULL);
+    if (!cfg)
+        return;
+    const veer_cluster_config_t *c = &cfg->clusters[0];
+    CHECK(c->panic_threshold == 0);
+    const veer_health_check_config_t *hc = c->health_check;
+    CHECK(hc && hc->jitter_ms == 2000 && !hc->require_initial_pass && hc->expected_status_count == 3);
+    if (hc) {
+        CHECK(hc->expected_statuses[0].lo == 200 && hc->expected_statuses[0].hi == 200);
+        CHECK(hc->expected_statuses[1].lo == 202 && hc->expected_statuses[1].hi == 204);
+        CHECK(hc->expected_statuses[2].lo == 300 && hc->expected_statuses[2].hi == 300);
+    }
+    const veer_outlier_config_t *od = c->outlier_detection;
+    CHECK(od != NULL);
+    if (od) {
+        CHECK(od->consecutive_local_origin_failure == 2 && od->enforcing_consecutive_5xx == 50);
+        CHECK(od->enforcing_consecutive_gateway_failure == 0 && od->enforcing_consecutive_local_origin_failure == 10);
+        CHECK(od->enforcing_success_rate == 20 && od->enforcing_failure_percentage == 100);
+        CHECK(od->failure_percentage_threshold == 70 && od->failure_percentage_minimum_hosts == 1);
+        CHECK(od->failure_percentage_request_volume == 10 && od->latency_p99_max_ms == 750);
+        CHECK(od->latency_request_volume == 20 && od->max_ejection_time_jitter_ms == 3000);
+        CHECK(!od->successful_active_health_check_uneject_host);
+    }
+    const veer_retry_config_t *rt = &cfg->routes[0].retry;
+    CHECK(rt->on == (VEER_RETRY_ON_STATUS_CODES | VEER_RETRY_ON_TIMEOUT));
+    CHECK(rt->retriable_status_count == 2 && rt->retriable_status_codes[0].lo == 409 &&
+          rt->retriable_status_codes[0].hi == 409);
+    CHECK(rt->retriable_status_codes[1].lo == 500 && rt->retriable_status_codes[1].hi == 502);
+    CHECK(rt->min_retry_concurrency == 0 && rt->backoff_base_ms == 10 && rt->backoff_max_ms == 1000);
+    CHECK(rt->max_body_bytes == 0);
+    veer_config_free(cfg);
+    veer_config_errors_clear(&errs);
+}
+
+/* Issue 4's resilience knobs: each error names its JSON path. */
+static void test_resilience_errors(void)
+{
+    EXPECT_ERROR(WITH_CLUSTER("'panic_threshold':101"),
+                 "clusters.local.panic_threshold: must be between 0 and 100, got 101");
+    EXPECT_ERROR(WITH_CLUSTER("'health_check':{'path':'/h','interval':'5s','jitter':'5s'}"),
+                 "clusters.local.health_check.jitter: must be shorter than interval (5s)");
+    EXPECT_ERROR(WITH_CLUSTER("'health_check':{'path':'/h','expected_statuses':[200,600]}"),
+                 "clusters.local.health_check.expected_statuses[1]: expected a status 100..599 or a range such "
+                 "as \"200-399\", got 600");
+    EXPECT_ERROR(WITH_CLUSTER("'health_check':{'path':'/h','expected_statuses':['299-200','2xx','200-','20',"
+                              "'200-2990',' 200']}"),
+                 "expected_statuses[0]: expected a status", "expected_statuses[1]: expected a status",
+                 "expected_statuses[2]: expected a status", "expected_statuses[3]: expected a status",
+                 "expected_statuses[4]: expected a status", "expected_statuses[5]: expected a status");
+    EXPECT_ERROR(WITH_CLUSTER("'health_check':{'path':'/h','expected_statuses':[]}"),
+                 "clusters.local.health_check.expected_statuses: expected a non-empty array, got an empty array");
+    EXPECT_ERROR(WITH_CLUSTER("'health_check':{'path':'/h','expected_statuses':[200,201,202,203,204,205,206,207,"
+                              "208,209,210,211,212,213,214,215,216]}"),
+                 "clusters.local.health_check.expected_statuses[16]: too many entries (at most 16)");
+    EXPECT_ERROR(WITH_CLUSTER("'health_check':{'path':'/h','require_initial_pass':1}"),
+                 "clusters.local.health_check.require_initial_pass: expected true or false, got 1");
+    EXPECT_ERROR(WITH_CLUSTER("'outlier_detection':{'enforcing_success_rate':101}"),
+                 "clusters.local.outlier_detection.enforcing_success_rate: must be between 0 and 100, got 101");
+    EXPECT_ERROR(WITH_CLUSTER("'outlier_detection':{'latency_p99_max':5}"),
+                 "clusters.local.outlier_detection.latency_p99_max: invalid duration 5");
+    EXPECT_ERROR(WITH_CLUSTER("'outlier_detection':{'failure_percentage_request_volume':0}"),
+                 "clusters.local.outlier_detection.failure_percentage_request_volume: expected a positive integer");
+    EXPECT_ERROR(WITH_CLUSTER("'outlier_detection':{'enforcing_latency':100}"),
+                 "clusters.local.outlier_detection.enforcing_latency: unknown key");
+    EXPECT_ERROR(WITH_CLUSTER("'outlier_detection':{'max_ejection_time_jitter':'-1s'}"),
+                 "clusters.local.outlier_detection.max_ejection_time_jitter: invalid duration");
+    EXPECT_ERROR(WITH_ROUTE("'retry':{'on':['retriable-status-codes']}"),
+                 "routes[0].retry.retriable_status_codes: required when \"on\" lists \"retriable-status-codes\"");
+    EXPECT_ERROR(WITH_ROUTE("'retry':{'retriable_status_codes':[409]}"),
+                 "routes[0].retry.retriable_status_codes: has no effect unless \"on\" lists "
+                 "\"retriable-status-codes\"");
+    EXPECT_ERROR(WITH_ROUTE("'retry':{'backoff_max':'10ms'}"),
+                 "routes[0].retry.backoff_max: must not be shorter than backoff_base (25ms)");
+    EXPECT_ERROR(WITH_ROUTE("'retry':{'backoff_base':'0s'}"),
+                 "routes[0].retry.backoff_base: must be at least 1ms, got \"0s\"");
+    EXPECT_ERROR(WITH_ROUTE("'retry':{'max_body_bytes':-1}"),
+                 "routes[0].retry.max_body_bytes: expected a non-negative integer, got -1");
+    EXPECT_ERROR(WITH_ROUTE("'retry':{'min_retry_concurrency':'3'}"),
+                 "routes[0].retry.min_retry_concurrency: expected a non-negative integer, got \"3\"");
+    EXPECT_ERROR(WITH_ROUTE("'retry':{'on':['retriable-status']}"),
+                 "routes[0].retry.on[0]: unknown retry condition \"retriable-status\"", "retriable-status-codes)");
+}
+
+/* HTTP/2 upstream keys (h2up.c) and the route's failure_grpc_status. */
+static void test_h2_upstream_keys(void)
+{
+    veer_config_errors_t errs = {0};
+    veer_config_t *cfg = parse_q(WITH_ROUTE("'timeout':'1s'"), &errs);
+    CHECK(cfg != NULL);
+    if (cfg) {
+        CHECK(cfg->clusters[0].max_streams_per_connection == 100);
+        CHECK(cfg->clusters[0].connections_per_endpoint == 1);
+        CHECK(cfg->routes[0].failure_grpc_status == ~1u); /* every code but OK */
+        veer_config_free(cfg);
+    }
+    cfg = parse_q("{" LISTENERS ",'clusters':{'local':{'endpoints':['127.0.0.1:8081'],'protocol':'h2c',"
+                  "'max_streams_per_connection':10,'connections_per_endpoint':4}},'routes':[{'name':'r',"
+                  "'split':[{'cluster':'local','weight':1}],'failure_grpc_status':[4,14,200]}]}", &errs);
+    CHECK(cfg != NULL);
+    if (cfg) {
+        CHECK(cfg->clusters[0].max_streams_per_connection == 10);
+        CHECK(cfg->clusters[0].connections_per_endpoint == 4);
+        CHECK(cfg->routes[0].failure_grpc_status == ((1u << 4) | (1u << 14) | (1u << 31)));
+        veer_config_free(cfg);
+    }
+    print_errors(&errs);
+    veer_config_errors_clear(&errs);
+    cfg = parse_q(WITH_ROUTE("'failure_grpc_status':[]"), &errs);
+    CHECK(cfg != NULL && cfg->routes[0].failure_grpc_status == 0);
+    veer_config_free(cfg);
+    EXPECT_ERROR(WITH_CLUSTER("'max_streams_per_connection':0"),
+                 "clusters.local.max_streams_per_connection: expected a positive integer, got 0");
+    EXPECT_ERROR(WITH_CLUSTER("'connections_per_endpoint':2000"),
+                 "clusters.local.connections_per_endpoint: must be between 1 and 1024, got 2000");
+    EXPECT_ERROR(WITH_ROUTE("'failure_grpc_status':[1,256,'x']"),
+                 "routes[0].failure_grpc_status[1]: expected a gRPC status code 0..255, got 256",
+                 "routes[0].failure_grpc_status[2]: expected a gRPC status code 0..255, got \"x\"");
+    EXPECT_ERROR(WITH_ROUTE("'failure_grpc_status':14"), "routes[0].failure_grpc_status: expected an array");
+}
+
 int main(void)
 {
     static void (*const tests[])(void) = {
         test_spec_example, test_minimal_defaults, test_block_defaults, test_unknown_keys, test_wrong_types,
         test_route_errors, test_canary_errors, test_address_errors, test_good_endpoints, test_multiple_errors,
         test_syntax_errors, test_durations, test_sockaddr, test_load, test_out_of_memory,
+        test_canary_new_keys, test_canary_new_key_errors, test_canary_overrides,
+        test_resilience_defaults, test_resilience_values, test_resilience_errors,
+        test_h2_upstream_keys,
     };
     size_t test_count = sizeof tests / sizeof tests[0];
     for (size_t i = 0; i < test_count; i++)

@@ -1,0 +1,141 @@
+/* prober.c - one active health-check GET (see prober.h). The request is
+ * "Connection: close" and only the status line is read: a health answer's
+ * body tells routing nothing, and closing avoids pooling probe connections. */
+#include "prober.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tls.h"
+
+#define PROBE_MAX_HEAD 8192 /* a status line longer than this is a malformed answer */
+
+struct veer_probe_s {
+    veer_sock_t sock;
+    struct event timer;
+    uint32_t endpoint_id;
+    veer_probe_done_cb cb;
+    void *arg;
+};
+
+static void probe_finish(veer_probe_t *p, int status, veer_health_failure_t failure)
+{
+    event_del(&p->timer);
+    veer_sock_close(&p->sock, status == 0);
+    p->cb(p->arg, p, p->endpoint_id, status, failure);
+    free(p);
+}
+
+/* "HTTP/1.x NNN ..." -> NNN; 0 when the line is not a status line. */
+static int parse_status(const char *line, size_t len)
+{
+    if (len < 12 || memcmp(line, "HTTP/1.", 7) != 0 || line[8] != ' ')
+        return 0;
+    int status = 0;
+    for (int i = 9; i < 12; i++) {
+        if (line[i] < '0' || line[i] > '9')
+            return 0;
+        status = status * 10 + (line[i] - '0');
+    }
+    return status >= 100 && (len == 12 || line[12] == ' ') ? status : 0;
+}
+
+static void probe_on_read(veer_sock_t *s, void *arg)
+{
+    veer_probe_t *p = arg;
+    size_t len = evbuffer_get_length(s->in);
+    struct evbuffer_ptr eol = evbuffer_search_eol(s->in, NULL, NULL, EVBUFFER_EOL_CRLF);
+    if (eol.pos < 0) {
+        if (len > PROBE_MAX_HEAD)
+            probe_finish(p, 0, VEER_HEALTH_FAIL_RESET);
+        return;
+    }
+    char line[64];
+    size_t n = (size_t)eol.pos < sizeof(line) ? (size_t)eol.pos : sizeof(line) - 1;
+    evbuffer_copyout(s->in, line, n);
+    int status = parse_status(line, n);
+    if (status >= 100 && status < 200) {
+        /* An interim answer: the real one follows. */
+        struct evbuffer_ptr end = evbuffer_search(s->in, "\r\n\r\n", 4, NULL);
+        if (end.pos < 0)
+            return;
+        evbuffer_drain(s->in, (size_t)end.pos + 4);
+        if (evbuffer_get_length(s->in) > 0)
+            probe_on_read(s, arg);
+        return;
+    }
+    if (status == 0)
+        probe_finish(p, 0, VEER_HEALTH_FAIL_RESET);
+    else
+        probe_finish(p, status, VEER_HEALTH_FAIL_STATUS);
+}
+
+static void probe_on_eof(veer_sock_t *s, void *arg, int err)
+{
+    probe_finish(arg, 0, VEER_HEALTH_FAIL_RESET);
+}
+
+static void probe_on_drain(veer_sock_t *s, void *arg)
+{
+}
+
+static void probe_on_connect(veer_sock_t *s, void *arg, int err)
+{
+    veer_probe_t *p = arg;
+    if (err != 0) {
+        probe_finish(p, 0, VEER_HEALTH_FAIL_CONNECT);
+        return;
+    }
+    veer_sock_read_enable(s);
+    veer_sock_flush(s);
+}
+
+static const veer_sock_cbs_t probe_cbs = {probe_on_read, probe_on_eof, probe_on_drain, probe_on_connect};
+
+static void probe_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    veer_probe_t *p = arg;
+    probe_finish(p, 0, p->sock.connecting || p->sock.handshaking ? VEER_HEALTH_FAIL_CONNECT : VEER_HEALTH_FAIL_TIMEOUT);
+}
+
+veer_probe_t *veer_probe_start(struct event_base *base, const veer_snapshot_t *snap, int cluster,
+                               const veer_endpoint_t *ep, const char *path, uint64_t timeout_ms,
+                               veer_probe_done_cb cb, void *arg)
+{
+    veer_probe_t *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->endpoint_id = ep->id;
+    p->cb = cb;
+    p->arg = arg;
+    if (veer_sock_connect(&p->sock, base, (const struct sockaddr *)&ep->addr, ep->addrlen, &probe_cbs, p) < 0) {
+        free(p);
+        return NULL;
+    }
+    if (veer_tls_upstream_start(&p->sock, snap, cluster, ep) < 0) {
+        veer_sock_close(&p->sock, true);
+        free(p);
+        return NULL;
+    }
+    /* The Host a pod expects is its configured name (not the resolved address). */
+    const char *host = ep->host != NULL && ep->host[0] != '\0' ? ep->host : ep->name;
+    bool v6 = strchr(host, ':') != NULL && host[0] != '[';
+    const char *port_colon = strrchr(ep->name, ':');
+    evbuffer_add_printf(p->sock.out,
+                        "GET %s HTTP/1.1\r\nHost: %s%s%s%s\r\nUser-Agent: veer-health-check\r\n"
+                        "Accept: */*\r\nConnection: close\r\n\r\n",
+                        path != NULL && path[0] != '\0' ? path : "/", v6 ? "[" : "", host, v6 ? "]" : "",
+                        host == ep->name || port_colon == NULL ? "" : port_colon);
+    event_assign(&p->timer, base, -1, 0, probe_timeout_cb, p);
+    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+    event_add(&p->timer, &tv);
+    return p;
+}
+
+void veer_probe_cancel(veer_probe_t *p)
+{
+    event_del(&p->timer);
+    veer_sock_close(&p->sock, true);
+    free(p);
+}

@@ -1,0 +1,35 @@
+/* prober.h - the network side of active health checks: one HTTP/1.1 GET of a
+ * cluster's health_check.path to one endpoint (plain or TLS, over veer_sock),
+ * reporting the response status or how it failed. It decides nothing: the
+ * caller feeds the outcome to health.c. Runs on one event base (main thread). */
+#ifndef VEER_PROBER_H
+#define VEER_PROBER_H
+
+#include <event2/event.h>
+#include <stdint.h>
+
+#include "cluster.h"
+#include "health.h"
+#include "runtime.h"
+
+typedef struct veer_probe_s veer_probe_t;
+
+/* status > 0: a response head with that status (failure is then meaningless);
+ * status 0: the probe failed as `failure`. The probe is freed after the
+ * callback returns; the callback must not cancel it. */
+typedef void (*veer_probe_done_cb)(void *arg, veer_probe_t *p, uint32_t endpoint_id, int status,
+                                   veer_health_failure_t failure);
+
+/* Connect to ep (TLS when the snapshot's cluster has TLS) and GET path with
+ * Host: the endpoint's host. timeout_ms bounds connect, handshake and the
+ * response head together. NULL when no socket can be made (report that as a
+ * connect failure). */
+veer_probe_t *veer_probe_start(struct event_base *base, const veer_snapshot_t *snap, int cluster,
+                               const veer_endpoint_t *ep, const char *path, uint64_t timeout_ms,
+                               veer_probe_done_cb cb, void *arg);
+
+/* Abandon a probe without a callback (its deadline passed, or the endpoint
+ * left the cluster). */
+void veer_probe_cancel(veer_probe_t *p);
+
+#endif
