@@ -23,6 +23,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "controller.h"
 #include "metrics.h"
 #include "resilience.h"
 #include "stats.h"
@@ -403,8 +404,14 @@ static void handle_status(admin_call_t *call)
         cJSON_AddNullToObject(body, "config_path");
     cJSON_AddBoolToObject(body, "draining", is_draining(admin));
     cJSON *routes = cJSON_AddArrayToObject(body, "routes");
-    for (size_t i = 0; i < cfg->route_count; i++)
-        cJSON_AddItemToArray(routes, route_json(snap, i));
+    for (size_t i = 0; i < cfg->route_count; i++) {
+        cJSON *route = route_json(snap, i);
+        cJSON *canary = admin->hooks.canary != NULL ? veer_controller_summary(admin->hooks.canary, cfg->routes[i].name)
+                                                    : NULL;
+        if (route != NULL)
+            cJSON_AddItemToObject(route, "canary", canary != NULL ? canary : cJSON_CreateNull());
+        cJSON_AddItemToArray(routes, route);
+    }
     cJSON *clusters = cJSON_AddArrayToObject(body, "clusters");
     for (size_t i = 0; i < cfg->cluster_count; i++)
         cJSON_AddItemToArray(clusters, cluster_json(snap, i, admin->rt->worker_count));
@@ -722,8 +729,7 @@ static bool route_exists(admin_call_t *call)
     return found;
 }
 
-/* force is accepted and validated; runtime.h has no way to abort a canary run
- * yet, so a force on a locked route still answers 423 until canary.c lands. */
+/* 423 while a canary run owns the route; force aborts the run first. */
 static void handle_weights_put(admin_call_t *call)
 {
     weights_request_t wr = {0};
@@ -740,6 +746,17 @@ static void handle_weights_put(admin_call_t *call)
         return;
     }
     cJSON_AddItemToObject(call->change, "weights", requested_weights_json(&wr));
+    veer_controller_t *canary = call->admin->hooks.canary;
+    if (canary != NULL && veer_controller_owns(canary, call->name)) {
+        if (!wr.force) {
+            weights_request_clear(&wr);
+            reply_error(call, 423, "a canary run owns this route's weights; pause or abort it, or send \"force\": true");
+            return;
+        }
+        /* force: the run is rolled back first, then these weights win */
+        cJSON_AddBoolToObject(call->change, "canary_aborted", true);
+        veer_controller_release(canary, call->name);
+    }
     int rc = veer_runtime_set_weights(call->admin->rt, call->name, wr.names, wr.weights, wr.count,
                                       wr.if_generation, &generation, err, sizeof err);
     weights_request_clear(&wr);
@@ -822,6 +839,75 @@ static void handle_drain(admin_call_t *call)
     reply_status(call, 202, "draining");
 }
 
+/* ---- /v1/routes/NAME/canary ---- */
+
+static void reply_canary(admin_call_t *call, int status, cJSON *body)
+{
+    const cJSON *error = cJSON_GetObjectItemCaseSensitive(body, "error");
+    if (cJSON_IsString(error))
+        snprintf(call->error, sizeof call->error, "%s", error->valuestring);
+    reply_json(call, status, body);
+}
+
+static veer_controller_t *canary_or_fail(admin_call_t *call)
+{
+    if (call->admin->hooks.canary == NULL)
+        reply_error(call, 503, "the canary controller is not running");
+    return call->admin->hooks.canary;
+}
+
+static void handle_canary_get(admin_call_t *call)
+{
+    veer_controller_t *ctl = canary_or_fail(call);
+    cJSON *body = NULL;
+    if (ctl != NULL) {
+        int status = veer_controller_get(ctl, call->name, &body);
+        reply_canary(call, status, body);
+    }
+}
+
+static void handle_canary_start(admin_call_t *call)
+{
+    veer_controller_t *ctl = canary_or_fail(call);
+    cJSON *body = NULL, *doc = NULL;
+    if (ctl == NULL)
+        return;
+    call->change = cJSON_CreateObject();
+    cJSON_AddStringToObject(call->change, "route", call->name);
+    cJSON_AddStringToObject(call->change, "canary", "start");
+    char *text = request_body(call->req);
+    if (text == NULL) {
+        reply_error(call, 400, "body: not readable JSON");
+        return;
+    }
+    const char *p = text;
+    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+        p++;
+    if (*p != '\0' && (doc = cJSON_Parse(text)) == NULL) {
+        free(text);
+        reply_error(call, 400, "body: invalid JSON");
+        return;
+    }
+    free(text);
+    int status = veer_controller_start(ctl, call->name, doc, &body);
+    cJSON_Delete(doc);
+    reply_canary(call, status, body);
+}
+
+static void handle_canary_verb(admin_call_t *call)
+{
+    veer_controller_t *ctl = canary_or_fail(call);
+    const char *verb = strrchr(call->path, '/') + 1;
+    cJSON *body = NULL;
+    if (ctl == NULL)
+        return;
+    call->change = cJSON_CreateObject();
+    cJSON_AddStringToObject(call->change, "route", call->name);
+    cJSON_AddStringToObject(call->change, "canary", verb);
+    int status = veer_controller_command(ctl, call->name, verb, &body);
+    reply_canary(call, status, body);
+}
+
 /* ---- dispatch ---- */
 
 static const admin_endpoint_t ENDPOINTS[] = {
@@ -834,6 +920,12 @@ static const admin_endpoint_t ENDPOINTS[] = {
     {"/v1/config", EVHTTP_REQ_GET, ACCESS_READ, handle_config},
     {"/v1/routes/*", EVHTTP_REQ_GET, ACCESS_READ, handle_route_get},
     {"/v1/routes/*/weights", EVHTTP_REQ_PUT, ACCESS_MUTATE, handle_weights_put},
+    {"/v1/routes/*/canary", EVHTTP_REQ_GET, ACCESS_READ, handle_canary_get},
+    {"/v1/routes/*/canary", EVHTTP_REQ_POST, ACCESS_MUTATE, handle_canary_start},
+    {"/v1/routes/*/canary/pause", EVHTTP_REQ_POST, ACCESS_MUTATE, handle_canary_verb},
+    {"/v1/routes/*/canary/resume", EVHTTP_REQ_POST, ACCESS_MUTATE, handle_canary_verb},
+    {"/v1/routes/*/canary/promote", EVHTTP_REQ_POST, ACCESS_MUTATE, handle_canary_verb},
+    {"/v1/routes/*/canary/abort", EVHTTP_REQ_POST, ACCESS_MUTATE, handle_canary_verb},
     {"/v1/reload", EVHTTP_REQ_POST, ACCESS_MUTATE, handle_reload},
     {"/v1/drain", EVHTTP_REQ_POST, ACCESS_MUTATE, handle_drain},
 };

@@ -12,6 +12,7 @@
 
 struct event_base;
 struct veer_metrics_source_s;
+struct veer_controller_s;
 
 typedef struct veer_admin_hooks_s {
     void *ctx;
@@ -21,6 +22,7 @@ typedef struct veer_admin_hooks_s {
     void (*drain)(void *ctx);       /* start a graceful drain */
     bool (*is_draining)(void *ctx);
     struct veer_metrics_source_s *metrics; /* GET /metrics, /v1/stats (metrics.h); NULL: 503 */
+    struct veer_controller_s *canary;      /* the canary controller (controller.h); NULL: 503 */
 } veer_admin_hooks_t;
 
 typedef struct veer_admin_s veer_admin_t;

@@ -35,6 +35,7 @@ typedef struct ctl_s {
     /* weights options */
     long long if_generation; /* -1: not given */
     bool force;
+    bool watch; /* canary status: redraw every second until a terminal phase */
 } ctl_t;
 
 typedef struct ctl_resp_s {
@@ -61,6 +62,11 @@ static void usage(FILE *out)
             "  weights ROUTE CLUSTER=WEIGHT...     set a route's weights, e.g. weights embed blue=80 canary=20\n"
             "          [--if-generation N]         only if the weights generation is still N (else 409)\n"
             "          [--force]                   even while a canary run owns the route (aborts the run)\n"
+            "  canary ROUTE start [KEY=VALUE...]   start a canary run; KEY=VALUE override the route's canary block,\n"
+            "                                      e.g. canary embed start canary=green interval=10s step_weight=20\n"
+            "  canary ROUTE status [--watch]       the run: phase, weight, checks, last analysis; --watch redraws\n"
+            "                                      every second until it succeeds (exit 0) or is rolled back (exit 1)\n"
+            "  canary ROUTE pause|resume|promote|abort   operator overrides of the run\n"
             "  reload                              reload the config file (the errors are printed if it is invalid)\n"
             "  drain                               stop accepting, finish in-flight requests, exit\n"
             "\n"
@@ -823,6 +829,177 @@ static int cmd_drain(ctl_t *c, int argc, char **argv)
     return rc;
 }
 
+/* ---------------------------------------------------------------- canary */
+
+/* KEY=VALUE of `canary ROUTE start`: a JSON number, true/false/null, or
+ * else a string ("10s", "green"). */
+static int canary_start_body(int argc, char **argv, char **out)
+{
+    cJSON *body = cJSON_CreateObject();
+    if (body == NULL)
+        return VEER_CTL_EREFUSED;
+    for (int i = 0; i < argc; i++) {
+        const char *eq = strchr(argv[i], '=');
+        char key[64];
+        if (eq == NULL || eq == argv[i] || (size_t)(eq - argv[i]) >= sizeof(key)) {
+            fprintf(stderr, "veer ctl: \"%s\": expected KEY=VALUE, e.g. interval=10s\n", argv[i]);
+            cJSON_Delete(body);
+            return VEER_CTL_EUSAGE;
+        }
+        snprintf(key, sizeof(key), "%.*s", (int)(eq - argv[i]), argv[i]);
+        const char *v = eq + 1;
+        char *end;
+        double num = strtod(v, &end);
+        cJSON *item;
+        if (*v != '\0' && *end == '\0' && isfinite(num))
+            item = cJSON_CreateNumber(num);
+        else if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0)
+            item = cJSON_CreateBool(v[0] == 't');
+        else if (strcmp(v, "null") == 0)
+            item = cJSON_CreateNull();
+        else
+            item = cJSON_CreateString(v);
+        if (item == NULL || cJSON_GetObjectItemCaseSensitive(body, key) != NULL) {
+            fprintf(stderr, "veer ctl: \"%s\": key given twice\n", argv[i]);
+            cJSON_Delete(item);
+            cJSON_Delete(body);
+            return VEER_CTL_EUSAGE;
+        }
+        cJSON_AddItemToObject(body, key, item);
+    }
+    *out = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    return *out != NULL ? 0 : VEER_CTL_EREFUSED;
+}
+
+static const char *string_of(const cJSON *o, const char *key, const char *dflt)
+{
+    const cJSON *v = field(o, key);
+    return cJSON_IsString(v) ? v->valuestring : dflt;
+}
+
+/* One side of an analysis: "99.5% P99 12.3ms (120 req)". */
+static void format_side(const cJSON *side, char *out, size_t n)
+{
+    double req = 0, sr = -1, p99 = 0;
+    number(side, "requests", &req);
+    number(side, "success_rate", &sr);
+    number(side, "p99_us", &p99);
+    if (req <= 0)
+        snprintf(out, n, "no requests");
+    else
+        snprintf(out, n, "%.2f%% P99 %.1fms (%.0f req)", sr, p99 / 1000.0, req);
+}
+
+/* The run in a few lines: a weight bar, checks, the last analysis. */
+static void print_run(const char *route, const cJSON *run)
+{
+    double weight = 0, max_weight = 0, failed = 0, passed = 0, threshold = 0;
+    const cJSON *pol = field(run, "policy");
+    char bar[41], canary_side[96], stable_side[96];
+    number(run, "weight", &weight);
+    number(pol, "max_weight", &max_weight);
+    number(pol, "threshold", &threshold);
+    number(run, "failed_checks", &failed);
+    number(run, "checks_passed", &passed);
+    int filled = (int)(weight * 40.0 / 100.0 + 0.5);
+    for (int i = 0; i < 40; i++)
+        bar[i] = i < filled ? '#' : '.';
+    bar[40] = '\0';
+    printf("%s  %-11s %s -> %s  [%s] %3.0f%% (max %.0f%%)  checks: %.0f passed, %.0f/%.0f failed\n", route,
+           string_of(run, "phase", "?"), string_of(run, "stable", "-"), string_of(run, "canary", "-"), bar, weight,
+           max_weight, passed, failed, threshold);
+    const cJSON *a = field(run, "last_analysis");
+    if (cJSON_IsObject(a)) {
+        format_side(field(a, "canary"), canary_side, sizeof(canary_side));
+        format_side(field(a, "stable"), stable_side, sizeof(stable_side));
+        printf("  last analysis: %s; canary %s; stable %s\n", string_of(a, "verdict", "?"), canary_side,
+               stable_side);
+    }
+    const char *reason = string_of(run, "reason", "");
+    if (reason[0] != '\0')
+        printf("  %s\n", reason);
+    fflush(stdout);
+}
+
+static bool phase_is_terminal(const char *phase)
+{
+    return strcmp(phase, "succeeded") == 0 || strcmp(phase, "rolled_back") == 0 || strcmp(phase, "idle") == 0;
+}
+
+static int canary_watch(ctl_t *c, const char *route, const char *path, const char *what)
+{
+    for (;;) {
+        ctl_resp_t r;
+        int rc = expect_ok(what, call(c, "GET", path, NULL, &r), &r);
+        if (rc != 0) {
+            resp_clear(&r);
+            return rc;
+        }
+        print_run(route, r.json);
+        const char *phase = string_of(r.json, "phase", "idle");
+        if (phase_is_terminal(phase)) {
+            rc = strcmp(phase, "rolled_back") == 0 ? VEER_CTL_EREFUSED : VEER_CTL_OK;
+            resp_clear(&r);
+            return rc;
+        }
+        resp_clear(&r);
+        struct timespec second = {1, 0};
+        nanosleep(&second, NULL);
+    }
+}
+
+static int cmd_canary(ctl_t *c, int argc, char **argv)
+{
+    static const char *const verbs[] = {"start", "status", "pause", "resume", "promote", "abort"};
+    if (argc < 2) {
+        fprintf(stderr, "veer ctl: canary needs a route and one of start, status, pause, resume, promote, abort\n");
+        return VEER_CTL_EUSAGE;
+    }
+    const char *route = argv[0], *verb = argv[1];
+    bool known = false;
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+        known = known || strcmp(verb, verbs[i]) == 0;
+    if (!known) {
+        fprintf(stderr, "veer ctl: canary %s: unknown verb \"%s\"\n", route, verb);
+        return VEER_CTL_EUSAGE;
+    }
+    if ((argc > 2 && strcmp(verb, "start") != 0) || (c->watch && strcmp(verb, "status") != 0)) {
+        fprintf(stderr, "veer ctl: canary %s: only start takes KEY=VALUE, only status takes --watch\n", verb);
+        return VEER_CTL_EUSAGE;
+    }
+    char seg[512], path[640], what[700];
+    if (!route_segment(route, seg, sizeof(seg))) {
+        fprintf(stderr, "veer ctl: invalid route name \"%s\"\n", route);
+        return VEER_CTL_EUSAGE;
+    }
+    snprintf(what, sizeof(what), "canary %s %s", route, verb);
+    if (strcmp(verb, "status") == 0) {
+        snprintf(path, sizeof(path), "/v1/routes/%s/canary", seg);
+        if (c->watch)
+            return canary_watch(c, route, path, what);
+    } else if (strcmp(verb, "start") == 0) {
+        snprintf(path, sizeof(path), "/v1/routes/%s/canary", seg);
+    } else {
+        snprintf(path, sizeof(path), "/v1/routes/%s/canary/%s", seg, verb);
+    }
+    char *body = NULL;
+    if (strcmp(verb, "start") == 0) {
+        int brc = canary_start_body(argc - 2, argv + 2, &body);
+        if (brc != 0)
+            return brc;
+    }
+    ctl_resp_t r;
+    int rc = expect_ok(what, call(c, strcmp(verb, "status") == 0 ? "GET" : "POST", path,
+                                  body != NULL ? body : (strcmp(verb, "status") == 0 ? NULL : ""), &r),
+                       &r);
+    free(body);
+    if (rc == 0)
+        print_run(route, r.json);
+    resp_clear(&r);
+    return rc;
+}
+
 typedef struct ctl_command_s {
     const char *name;
     int (*run)(ctl_t *c, int argc, char **argv); /* argv: the command's own arguments */
@@ -833,6 +1010,7 @@ static const ctl_command_t commands[] = {
     {"weights", cmd_weights},
     {"reload", cmd_reload},
     {"drain", cmd_drain},
+    {"canary", cmd_canary},
 };
 
 /* ---------------------------------------------------------------- main */
@@ -876,6 +1054,8 @@ int veer_ctl_main(int argc, char **argv)
             c.if_generation = v;
         } else if (strcmp(a, "--force") == 0) {
             c.force = true;
+        } else if (strcmp(a, "--watch") == 0) {
+            c.watch = true;
         } else if (a[0] == '-' && a[1] == '-') {
             fprintf(stderr, "veer ctl: unknown option %s (or its value is missing)\n", a);
             usage(stderr);
@@ -899,6 +1079,10 @@ int veer_ctl_main(int argc, char **argv)
     }
     if ((c.if_generation >= 0 || c.force) && cmd->run != cmd_weights) {
         fprintf(stderr, "veer ctl: --if-generation and --force go with weights\n");
+        goto out;
+    }
+    if (c.watch && cmd->run != cmd_canary) {
+        fprintf(stderr, "veer ctl: --watch goes with canary ROUTE status\n");
         goto out;
     }
     if (parse_admin(&c, admin != NULL && admin[0] ? admin : CTL_DEFAULT_ADMIN) < 0)

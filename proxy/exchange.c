@@ -767,6 +767,8 @@ void veer_exchange_start(veer_exchange_t *x)
     }
     const veer_route_weights_t *rw = &x->ws->snap->routes[x->route];
     x->cluster = veer_router_pick(rc, rw->split, rw->count, &in, veer_worker_random(x->w));
+    if (rw->ab != NULL && veer_router_override_holds(rw->ab, &in))
+        x->cluster = rw->ab->cluster; /* a canary run's A/B match (controller.c) */
     if (x->cluster < 0) {
         veer_exchange_local_reply(x, 503, "every cluster of the route has weight 0", x->req.has_body);
         return;
@@ -867,16 +869,22 @@ static void retry_start(veer_exchange_t *x)
     const veer_endpoint_set_t *set = x->ws->snap->cluster_endpoints[x->cluster];
     const veer_cluster_config_t *cc = &x_config(x)->clusters[x->cluster];
     bool unset_ok = cc->health_check == NULL || !cc->health_check->require_initial_pass;
+    /* The candidates: the load balancer's pick and the first usable others
+     * (64 is plenty to find one not tried yet: attempts are at most 10). */
     uint32_t ids[64];
     veer_endpoint_t *eps[64];
     size_t n = 0;
     veer_endpoint_t *preferred = pick_endpoint(x, x->cluster);
     size_t pref = 0;
+    if (preferred != NULL) {
+        eps[n] = preferred;
+        ids[n++] = preferred->id;
+    }
     for (size_t i = 0; set != NULL && i < set->count && n < 64; i++) {
+        if (set->endpoints[i] == preferred)
+            continue;
         if (!veer_endpoint_usable(set->endpoints[i], unset_ok))
             continue;
-        if (set->endpoints[i] == preferred)
-            pref = n;
         eps[n] = set->endpoints[i];
         ids[n++] = set->endpoints[i]->id;
     }

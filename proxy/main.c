@@ -12,6 +12,7 @@
 #include "accesslog.h"
 #include "admin.h"
 #include "config.h"
+#include "controller.h"
 #include "ctl.h"
 #include "dns.h"
 #include "log.h"
@@ -34,6 +35,7 @@ typedef struct veer_main_s {
     veer_accesslog_t *access_log;
     veer_stats_t *stats;
     veer_metrics_source_t metrics;
+    veer_controller_t *canary;
     bool draining;
     struct event *drain_poll, *drain_deadline;
     struct event *sig_hup, *sig_term, *sig_int, *sig_usr1;
@@ -264,10 +266,15 @@ static int run(const char *path)
     }
     for (uint32_t i = 0; i < inited; i++)
         m.workers[i].access_log = veer_accesslog_ring(m.access_log, i);
+    m.canary = veer_controller_new(m.base, &m.rt, err, sizeof(err));
+    if (m.canary == NULL) {
+        fprintf(stderr, "veer: %s\n", err);
+        goto out_workers;
+    }
     m.metrics = (veer_metrics_source_t){.rt = &m.rt, .workers = m.workers, .worker_count = inited,
-                                        .started = veer_metrics_now()};
+                                        .started = veer_metrics_now(), .canary = m.canary};
     veer_admin_hooks_t hooks = {.ctx = &m, .reload = do_reload, .drain = do_drain, .is_draining = is_draining,
-                                .metrics = &m.metrics};
+                                .metrics = &m.metrics, .canary = m.canary};
     veer_snapshot_t *snap = veer_runtime_acquire(&m.rt);
     m.admin = veer_admin_start(m.base, &m.rt, snap->config, &hooks, err, sizeof(err));
     veer_snapshot_release(snap);
@@ -327,6 +334,7 @@ out_workers:
         veer_worker_free(&m.workers[i]);
     veer_resilience_free(m.resilience); /* after the workers: their connections held its breakers */
     veer_accesslog_free(m.access_log); /* after the workers: every line they recorded is written */
+    veer_controller_free(m.canary);    /* after the admin API, its only caller */
     free(m.workers);
     veer_runtime_destroy(&m.rt);
 out_base:

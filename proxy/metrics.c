@@ -14,7 +14,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "breaker.h"
 #include "config.h"
+#include "controller.h"
+#include "outlier.h"
+#include "resilience.h"
 #include "stats.h"
 
 #define LOAD(p) atomic_load_explicit((p), memory_order_relaxed)
@@ -90,6 +94,47 @@ static void write_upstreams(veer_prom_buf_t *b, const veer_snapshot_t *snap, uin
         for (size_t i = 0; set != NULL && i < set->count; i++) {
             veer_prom_label_t l[] = {{"cluster", cfg->clusters[c].name}, {"endpoint", set->endpoints[i]->name}};
             veer_prom_sample_u64(b, "veer_endpoint_ejected", l, 2, LOAD(&set->endpoints[i]->ejected));
+        }
+    }
+}
+
+/* Circuit breakers (process-wide atomics, any thread) and outlier ejections
+ * (the detectors live on this, the main, thread). */
+static void write_resilience(veer_prom_buf_t *b, const veer_config_t *cfg)
+{
+    veer_prom_family(b, "veer_upstream_rq_pending", "gauge", "Requests waiting for an upstream connection or stream.");
+    for (size_t c = 0; c < cfg->cluster_count; c++) {
+        const veer_resil_cluster_t *rc = veer_resilience_cluster(&cfg->clusters[c]);
+        veer_prom_label_t l[] = {{"cluster", cfg->clusters[c].name}};
+        veer_prom_sample_u64(b, "veer_upstream_rq_pending", l, 1,
+                             rc ? veer_breaker_active(&rc->breaker, VEER_BREAKER_PENDING) : 0);
+    }
+    veer_prom_family(b, "veer_circuit_breaker_open", "gauge", "1 while the breaker of that kind is at its limit.");
+    for (size_t c = 0; c < cfg->cluster_count; c++) {
+        const veer_resil_cluster_t *rc = veer_resilience_cluster(&cfg->clusters[c]);
+        for (int k = 0; k < VEER_BREAKER_KINDS; k++) {
+            veer_prom_label_t l[] = {{"cluster", cfg->clusters[c].name}, {"kind", veer_breaker_kind_name(k)}};
+            veer_prom_sample_u64(b, "veer_circuit_breaker_open", l, 2, rc ? veer_breaker_open(&rc->breaker, k) : 0);
+        }
+    }
+    veer_prom_family(b, "veer_circuit_breaker_overflow_total", "counter",
+                     "Requests refused (503, x-veer-overloaded) because a breaker was at its limit.");
+    for (size_t c = 0; c < cfg->cluster_count; c++) {
+        const veer_resil_cluster_t *rc = veer_resilience_cluster(&cfg->clusters[c]);
+        for (int k = 0; k < VEER_BREAKER_KINDS; k++) {
+            veer_prom_label_t l[] = {{"cluster", cfg->clusters[c].name}, {"kind", veer_breaker_kind_name(k)}};
+            veer_prom_sample_u64(b, "veer_circuit_breaker_overflow_total", l, 2,
+                                 rc ? veer_breaker_overflows(&rc->breaker, k) : 0);
+        }
+    }
+    veer_prom_family(b, "veer_outlier_ejections_total", "counter", "Endpoints ejected by outlier detection, by reason.");
+    for (size_t c = 0; c < cfg->cluster_count; c++) {
+        veer_outlier_stats_t st;
+        if (veer_resilience_outlier_stats(cfg->clusters[c].name, &st) < 0)
+            memset(&st, 0, sizeof st); /* no detector: the family still lists the cluster */
+        for (int r = 0; r < VEER_OUTLIER_REASON_COUNT; r++) {
+            veer_prom_label_t l[] = {{"cluster", cfg->clusters[c].name}, {"reason", veer_outlier_reason_name(r)}};
+            veer_prom_sample_u64(b, "veer_outlier_ejections_total", l, 2, st.ejections_total[r]);
         }
     }
 }
@@ -261,9 +306,12 @@ int veer_metrics_prometheus(veer_metrics_source_t *src, veer_prom_buf_t *b)
                               cfg->stats.histogram_bucket_count);
     write_weights(b, snap);
     write_upstreams(b, snap, src->worker_count);
+    write_resilience(b, cfg);
     write_downstream(b, src, cfg);
     veer_snapshot_release(snap);
     write_workers(b, src);
+    if (src->canary != NULL)
+        veer_controller_write_metrics(src->canary, b);
     write_process(b);
     veer_prom_family(b, "veer_metrics_scrape_overflows_total", "counter",
                      "Scrapes refused because the text passed its size limit.");

@@ -311,6 +311,11 @@ static uint64_t bucket_to_point(uint32_t bucket, uint64_t total)
     return (uint64_t)bucket * q + ((uint64_t)bucket * r) / VEER_STICKY_BUCKETS;
 }
 
+bool veer_router_override_holds(const veer_override_t *o, const veer_route_input_t *in)
+{
+    return override_holds(o, in);
+}
+
 int veer_router_pick(const veer_route_config_t *route, const veer_split_t *split, size_t split_count,
                      const veer_route_input_t *in, uint32_t random)
 {

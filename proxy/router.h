@@ -34,6 +34,10 @@ int veer_router_match(const veer_config_t *cfg, const veer_route_input_t *in);
 int veer_router_pick(const veer_route_config_t *route, const veer_split_t *split, size_t split_count,
                      const veer_route_input_t *in, uint32_t random);
 
+/* Whether one override (header or cookie equals) holds for the request;
+ * the exchange asks it of a canary run's A/B match (runtime.h). */
+bool veer_router_override_holds(const veer_override_t *o, const veer_route_input_t *in);
+
 /* Stable hash of a sticky key into [0, VEER_STICKY_BUCKETS). */
 uint32_t veer_router_sticky_bucket(const char *key, size_t len);
 

@@ -5,6 +5,7 @@
  * connections survive DNS refreshes and reloads. */
 #include "runtime.h"
 
+#include <ctype.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,11 +16,44 @@
 #include "stats.h"
 #include "tls.h"
 
+static void ab_free(veer_override_t *ab)
+{
+    if (ab == NULL)
+        return;
+    free(ab->name);
+    free(ab->equals);
+    free(ab);
+}
+
+/* A copy of ab pointing at cluster; NULL when out of memory. */
+static veer_override_t *ab_new(veer_key_kind_t kind, const char *name, const char *equals, int cluster)
+{
+    veer_override_t *ab = calloc(1, sizeof *ab);
+    if (ab == NULL)
+        return NULL;
+    ab->kind = kind;
+    ab->cluster = cluster;
+    ab->name = strdup(name);
+    ab->equals = strdup(equals);
+    if (ab->name == NULL || ab->equals == NULL) {
+        ab_free(ab);
+        return NULL;
+    }
+    ab->name_len = strlen(name);
+    ab->equals_len = strlen(equals);
+    if (kind == VEER_KEY_HEADER) /* the router compares against lower-cased header names */
+        for (char *p = ab->name; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+    return ab;
+}
+
 static void snapshot_free(veer_snapshot_t *snap)
 {
     if (snap->routes != NULL) {
-        for (size_t i = 0; i < snap->config->route_count; i++)
+        for (size_t i = 0; i < snap->config->route_count; i++) {
             free(snap->routes[i].split);
+            ab_free(snap->routes[i].ab);
+        }
         free(snap->routes);
     }
     if (snap->cluster_endpoints != NULL) {
@@ -101,6 +135,11 @@ static veer_snapshot_t *snapshot_clone(const veer_snapshot_t *old)
     snap->generation = old->generation;
     for (size_t i = 0; i < old->config->route_count; i++) {
         if (route_set_split(&snap->routes[i], old->routes[i].split, old->routes[i].count) < 0) {
+            snapshot_free(snap);
+            return NULL;
+        }
+        const veer_override_t *ab = old->routes[i].ab;
+        if (ab != NULL && (snap->routes[i].ab = ab_new(ab->kind, ab->name, ab->equals, ab->cluster)) == NULL) {
             snapshot_free(snap);
             return NULL;
         }
@@ -356,6 +395,42 @@ out:
     return rc;
 }
 
+int veer_runtime_set_ab(veer_runtime_t *rt, const char *route, const char *cluster, veer_key_kind_t kind,
+                        const char *name, const char *equals, char *err, size_t errlen)
+{
+    veer_snapshot_t *cur = veer_runtime_acquire(rt);
+    int r = veer_config_route_index(cur->config, route);
+    int c = cluster != NULL ? veer_config_cluster_index(cur->config, cluster) : -1;
+    veer_snapshot_t *snap = NULL;
+    int rc = VEER_RT_EINVAL;
+
+    if (r < 0 || (cluster != NULL && (c < 0 || name == NULL || equals == NULL))) {
+        snprintf(err, errlen, "A/B match: unknown route \"%s\" or cluster \"%s\"", route, cluster ? cluster : "");
+        goto out;
+    }
+    rc = VEER_RT_ENOMEM;
+    if ((snap = snapshot_clone(cur)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    ab_free(snap->routes[r].ab);
+    snap->routes[r].ab = NULL;
+    if (cluster != NULL && (snap->routes[r].ab = ab_new(kind, name, equals, c)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    pthread_mutex_lock(&rt->lock);
+    publish_locked(rt, snap);
+    pthread_mutex_unlock(&rt->lock);
+    snap = NULL;
+    rc = VEER_RT_OK;
+out:
+    if (snap != NULL)
+        snapshot_free(snap);
+    veer_snapshot_release(cur);
+    return rc;
+}
+
 static bool file_split_equal(const veer_config_t *a, const veer_route_config_t *ra, const veer_config_t *b,
                              const veer_route_config_t *rb)
 {
@@ -400,6 +475,19 @@ static int carry_weights(veer_snapshot_t *snap, size_t r, const veer_snapshot_t 
     return 1;
 }
 
+/* A canary run's A/B match outlives a reload while its route and cluster do. */
+static int carry_ab(veer_snapshot_t *snap, size_t r, const veer_snapshot_t *old)
+{
+    int orx = veer_config_route_index(old->config, snap->config->routes[r].name);
+    const veer_override_t *ab = orx >= 0 ? old->routes[orx].ab : NULL;
+    if (ab == NULL)
+        return 0;
+    int c = veer_config_cluster_index(snap->config, old->config->clusters[ab->cluster].name);
+    if (c < 0)
+        return 0;
+    return (snap->routes[r].ab = ab_new(ab->kind, ab->name, ab->equals, c)) != NULL ? 0 : -1;
+}
+
 static bool endpoints_equal(const veer_cluster_config_t *a, const veer_cluster_config_t *b)
 {
     if (a->endpoint_count != b->endpoint_count)
@@ -427,7 +515,7 @@ int veer_runtime_reload(veer_runtime_t *rt, veer_config_t *cfg, veer_tls_set_t *
         rc = -1;
     for (size_t r = 0; r < cfg->route_count && rc == 0; r++) {
         int carried = carry_weights(snap, r, old);
-        if (carried < 0 || (carried == 0 && file_split_into(snap, r) < 0))
+        if (carried < 0 || (carried == 0 && file_split_into(snap, r) < 0) || carry_ab(snap, r, old) < 0)
             rc = -1;
     }
     for (size_t c = 0; c < cfg->cluster_count && rc == 0; c++) {

@@ -24,6 +24,7 @@ struct veer_stats_layout_s;
 typedef struct veer_route_weights_s {
     veer_split_t *split; /* runtime order: config order, clusters added later at the end */
     size_t count;
+    veer_override_t *ab; /* a canary run's A/B match: matching requests go to ab->cluster; NULL: none */
 } veer_route_weights_t;
 
 typedef struct veer_snapshot_s {
@@ -76,6 +77,13 @@ void veer_snapshot_release(veer_snapshot_t *snap);
 int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *const *names,
                              const int64_t *weights, size_t n, uint64_t if_generation,
                              uint64_t *new_generation, char *err, size_t errlen);
+
+/* Set (cluster non-NULL) or clear (cluster NULL) a route's A/B match for a
+ * canary run: requests whose header or cookie `name` equals `equals` go to
+ * cluster whatever the weights. A routing change only: the weights
+ * generation stays. Kept across reloads while route and cluster exist. */
+int veer_runtime_set_ab(veer_runtime_t *rt, const char *route, const char *cluster, veer_key_kind_t kind,
+                        const char *name, const char *equals, char *err, size_t errlen);
 
 /* Swap in a new config (already validated) with its TLS contexts. Runtime
  * weights of a route are kept when the route's split in the new file equals

@@ -34,6 +34,17 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+static const char *extra_key;
+static cJSON *(*extra_fn)(void *ctx);
+static void *extra_ctx;
+
+void veer_state_set_extra(const char *key, cJSON *(*fn)(void *ctx), void *ctx)
+{
+    extra_key = key;
+    extra_fn = key != NULL ? fn : NULL;
+    extra_ctx = ctx;
+}
+
 int veer_state_write(const char *path, const veer_snapshot_t *snap, char *err, size_t errlen)
 {
     const veer_config_t *cfg = snap->config;
@@ -49,6 +60,11 @@ int veer_state_write(const char *path, const veer_snapshot_t *snap, char *err, s
             goto oom;
         cJSON_AddItemToObject(ro, "weights", split_json(cfg, snap->routes[r].split, snap->routes[r].count));
         cJSON_AddItemToObject(ro, "base", split_json(cfg, cfg->routes[r].split, cfg->routes[r].split_count));
+    }
+    if (extra_fn != NULL) {
+        cJSON *extra = extra_fn(extra_ctx);
+        if (extra != NULL)
+            cJSON_AddItemToObject(root, extra_key, extra);
     }
     char *text = cJSON_Print(root);
     cJSON_Delete(root);

@@ -10,7 +10,15 @@
 #ifndef VEER_STATE_H
 #define VEER_STATE_H
 
+#include <cjson/cJSON.h>
+
 #include "runtime.h"
+
+/* Another module's part of the state file (the canary controller's runs):
+ * fn's object is written under key with every write; key NULL removes it.
+ * Main thread only. Readers other than veer_state_apply read their key
+ * themselves. */
+void veer_state_set_extra(const char *key, cJSON *(*fn)(void *ctx), void *ctx);
 
 /* Write snap's weights atomically: path.tmp, fsync, rename, fsync dir. */
 int veer_state_write(const char *path, const veer_snapshot_t *snap, char *err, size_t errlen);

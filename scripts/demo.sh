@@ -192,3 +192,119 @@ if problems:
     sys.exit(1)
 print(f"[demo] OK: every response 2xx; the split is within ±{tol:g} percentage points of the configured weights")
 EOF
+
+# ---------------------------------------------------------------- the canary loop
+# Act 2: a progressive release of the canary pool, promoted on veer's own
+# numbers. Act 3: a release back onto the blue pods, which start failing
+# DEMO_FAULT_RATE of requests once the run is at 40%: the controller rolls it
+# back. A paced load generator (DEMO_RATE requests/s) runs through both acts
+# and logs every response, so the summary can count what users saw.
+RATE=${DEMO_RATE:-200}
+INTERVAL=${DEMO_INTERVAL:-1s}
+FAULT_RATE=${DEMO_FAULT_RATE:-0.05}
+ADMIN="http://127.0.0.1:$P_ADMIN"
+echo
+say "canary loop: $RATE requests/s, analysis every $INTERVAL"
+cat >"$LOGS/load.py" <<'EOF'
+# paced POSTs over 8 keep-alive connections; one CSV line per response
+import http.client, sys, threading, time
+port, rate, path = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+out, lock, body = open(path, "w", buffering=1), threading.Lock(), b'{"text":"hello","model":"embed-small-v1"}'
+def run(k, n):
+    c, t = None, time.time()
+    while True:
+        t += n / rate
+        time.sleep(max(0.0, t - time.time()))
+        try:
+            c = c or http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("POST", "/api/v1/embed", body, {"content-type": "application/json"})
+            r = c.getresponse(); r.read(); st, pod = r.status, r.getheader("x-pod", "-")
+        except (OSError, http.client.HTTPException):
+            c, st, pod = None, 0, "-"
+        with lock:
+            out.write("%.3f,%d,%s\n" % (time.time(), st, pod))
+ts = [threading.Thread(target=run, args=(k, 8), daemon=True) for k in range(8)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+EOF
+start load python3 "$LOGS/load.py" "$P_LISTEN" "$RATE" "$LOGS/load.csv"
+
+python3 - "$ADMIN" "$LOGS/load.csv" "$INTERVAL" "$FAULT_RATE" \
+  "127.0.0.1:${POD_PORT[blue-1]}" "127.0.0.1:${POD_PORT[blue-2]}" <<'EOF'
+import json, sys, time, urllib.error, urllib.request
+admin, csv, interval, fault_rate, blue_pods = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5:]
+
+
+def call(method, url, body=None):
+    req = urllib.request.Request(url, None if body is None else json.dumps(body).encode(),
+                                 {"content-type": "application/json"}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def fault(rate):
+    for pod in blue_pods:
+        call("POST", "http://%s/fault" % pod, {"error_rate": rate})
+
+
+def release(title, body, fault_at=None):
+    print("[demo] %s" % title, flush=True)
+    st, run = call("POST", admin + "/v1/routes/embed/canary", body)
+    if st != 200:
+        sys.exit("[demo] FAIL: starting the run answered %d: %s" % (st, run))
+    t0, last, faulted = time.time(), None, None
+    while time.time() - t0 < 25:
+        st, run = call("GET", admin + "/v1/routes/embed/canary")
+        a = run.get("last_analysis") or {}
+        c = a.get("canary") or {}
+        w = run["weight"]
+        line = "%-11s %s->%s [%-20s] %3d%%  failed checks %d/%d" % (
+            run["phase"], run["stable"], run["canary"], "#" * (w // 5), w, run["failed_checks"],
+            run["policy"]["threshold"])
+        if c.get("requests"):
+            line += "  canary %.1f%% ok, P99 %.1f ms, %d req" % (c["success_rate"], c["p99_us"] / 1000, c["requests"])
+        if line != last:
+            print("[demo]   %5.1fs  %s" % (time.time() - t0, line), flush=True)
+            last = line
+        if fault_at is not None and faulted is None and w >= fault_at:
+            fault(fault_rate)
+            faulted = time.time()
+            print("[demo]   %5.1fs  >>> the %s pods start failing %.0f%% of requests" %
+                  (faulted - t0, run["canary"], 100 * fault_rate), flush=True)
+        if run["phase"] in ("succeeded", "rolled_back", "paused"):
+            return run, t0, faulted, time.time()
+        time.sleep(0.2)
+    sys.exit("[demo] FAIL: the run did not finish within 25 s")
+
+
+policy = {"interval": interval, "step_weight": 20, "max_weight": 60, "threshold": 2, "min_requests": 20,
+          "success_rate_min": 99, "p99_max": "500ms", "compare_to_stable": True}
+run, t0, _, t1 = release("release 1: the canary pool against blue (20% steps up to 60%, then promotion)",
+                         dict(policy, stable="blue", canary="canary"))
+if run["phase"] != "succeeded":
+    sys.exit("[demo] FAIL: release 1 ended %s, expected succeeded: %s" % (run["phase"], run["reason"]))
+promote_s = t1 - t0
+print("[demo] promoted in %.1f s: the canary pool is the route's stable pool now" % promote_s, flush=True)
+run, t0, faulted, t1 = release("release 2: back onto the blue pods, which go bad at 40%",
+                               dict(policy, canary="blue"), fault_at=40)
+fault(0)
+if run["phase"] != "rolled_back" or faulted is None:
+    sys.exit("[demo] FAIL: release 2 ended %s, expected rolled_back after the fault" % run["phase"])
+detect_s = t1 - faulted
+time.sleep(0.5)
+rows = [line.split(",") for line in open(csv).read().split()]
+window = [r for r in rows if faulted <= float(r[0]) <= t1]
+failed = sum(1 for r in window if not r[1].startswith("2"))
+total_failed = sum(1 for r in rows if not r[1].startswith("2"))
+print()
+print("[demo] summary")
+print("  time to promote release 1        %6.1f s" % promote_s)
+print("  fault to canary weight 0         %6.1f s (analysis every %s)" % (detect_s, interval))
+print("  requests in that time            %6d, failed %d (%.2f%%)" % (len(window), failed,
+                                                                       100.0 * failed / max(len(window), 1)))
+print("  requests during both releases    %6d, failed %d" % (len(rows), total_failed))
+print("[demo] OK: release 1 promoted, release 2 rolled back")
+EOF

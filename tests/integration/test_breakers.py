@@ -51,6 +51,11 @@ class BreakerTest(unittest.TestCase):
             b = breakers(veer)
             self.assertEqual(b["max_requests"]["overflows"], 1)
             self.assertEqual(b["max_requests"]["limit"], 5)
+            st, text = veer.admin("GET", "/metrics")
+            self.assertEqual(st, 200)
+            self.assertIn('veer_circuit_breaker_open{cluster="blue",kind="max_requests"} 1\n', text)
+            self.assertIn('veer_circuit_breaker_overflow_total{cluster="blue",kind="max_requests"} 1\n', text)
+            self.assertIn('veer_circuit_breaker_overflow_total{cluster="blue",kind="max_pending_requests"} 0\n', text)
             for t in threads:
                 t.join()
             self.assertEqual(results, [200] * 5)

@@ -1,9 +1,11 @@
 """Active health checks: an endpoint failing its health path stops getting
 traffic within interval x unhealthy_threshold and comes back after
 healthy_threshold passes; with require_initial_pass a new endpoint is not
-routed to before its first pass; a pass un-ejects an ejected host."""
+routed to before its first pass; a pass un-ejects an ejected host; a TLS
+cluster is probed over TLS (HAProxy terminating in front of a pod)."""
 
 import os
+import shutil
 import sys
 import time
 import unittest
@@ -103,6 +105,35 @@ class HealthTest(unittest.TestCase):
         t0 = time.time()
         wait_until(lambda: endpoint(veer, self.p1.addr)["routable"], 2 * SLOW, interval=0.02, what="un-ejection")
         self.assertLess(time.time() - t0, 1.0 * SLOW)  # the next passing check, not the 60 s ejection
+
+
+class TlsHealthTest(unittest.TestCase):
+    def test_tls_cluster_probed_over_tls(self):
+        if shutil.which("haproxy") is None or shutil.which("openssl") is None:
+            self.skipTest("haproxy and openssl are needed")
+        import test_tls  # its PKI helpers and HAProxy front
+        os.makedirs(test_tls.PKI, exist_ok=True)
+        test_tls.make_ca("hc-ca")
+        test_tls.make_cert("hc-server", "hc-ca", 0x7007, "serverAuth")
+        pod = MockPod("blue-1")
+        hp = test_tls.HAProxy(pod.addr, cert="hc-server")
+        try:
+            cfg = base_config({"blue": {"endpoints": [hp.addr], "tls": {"ca": test_tls.p("hc-ca.pem")},
+                                        "health_check": HC}}, route(), workers=1)
+            veer = Veer(cfg)
+            # a plain-text probe would get HAProxy's 400 and never pass
+            wait_until(lambda: endpoint(veer, hp.addr)["health"]["state"] == "healthy", 3 * SLOW, what="healthy")
+            self.assertEqual(veer.request("GET", "/status/200")[0], 200)
+            pod.fault(health_fail=True)
+            wait_until(lambda: endpoint(veer, hp.addr)["health"]["state"] == "unhealthy", 3 * SLOW,
+                       what="unhealthy")
+            self.assertEqual(endpoint(veer, hp.addr)["health"]["last_status"], 503)
+            # the only host fails its checks: below panic_threshold, so it still gets traffic (Envoy's panic)
+            self.assertTrue(veer.status()["clusters"][0]["panic"])
+            self.assertEqual(veer.request("GET", "/status/200")[0], 200)
+        finally:
+            harness.kill(hp.proc)
+            pod.stop()
 
 
 if __name__ == "__main__":

@@ -155,12 +155,23 @@ class MetricsTest(unittest.TestCase):
         s = parse_metrics(self.scrape())
         rows = buckets(s, "veer_request_duration_seconds", route="latency", cluster="good")
         p99 = bucket_quantile(rows, 0.99)
-        self.assertLess(abs(p99 - SLOW_MS / 1000) / (SLOW_MS / 1000), 0.05, "P99 %.5f s from %r" % (p99, rows))
-        # veer's own P99 (exact to 0.4%) lies in the same bucket
+        # Every request slept SLOW_MS at the pod: none is faster. How much
+        # slower depends on the machine's load, so only a loose upper bound.
+        self.assertGreater(p99, 0.95 * SLOW_MS / 1000, "P99 %.5f s from %r" % (p99, rows))
+        self.assertLess(p99, 3 * SLOW_MS / 1000, "P99 %.5f s from %r" % (p99, rows))
+        # The le ladder resolves P99: veer's own P99 over the same requests
+        # (its histogram is exact to 0.4%) lies in the bucket the estimate
+        # came from, and that bucket is narrow enough that its geometric
+        # middle is within 5% of anything inside it.
         st, js = self.veer.admin("GET", "/v1/stats?window=30s")
         self.assertEqual(st, 200, js)
         row = self.cluster_row(js, "latency", "good")
-        self.assertLess(abs(row["window"]["p99_ms"] / 1000 - p99) / p99, 0.05, (row, p99))
+        exact = row["window"]["p99_ms"] / 1000
+        total = rows[-1][1]
+        k = next(i for i, (_, c) in enumerate(rows) if c >= 0.99 * total)
+        lower, upper = rows[k - 1][0], rows[k][0]
+        self.assertTrue(lower * 0.995 <= exact <= upper * 1.005, (exact, lower, upper, row))
+        self.assertLess(math.sqrt(upper / lower), 1.05, (lower, upper))
 
     def test_connect_histogram_and_gauges(self):
         s = parse_metrics(self.scrape())

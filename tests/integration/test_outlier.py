@@ -140,6 +140,36 @@ class OutlierTest(unittest.TestCase):
             self.assertEqual((st, h.get("x-pod")), (200, "blue-2"))
 
 
+class SuccessRateTest(unittest.TestCase):
+    def test_one_bad_host_of_five(self):
+        pods = [MockPod("blue-%d" % i) for i in range(1, 6)]
+        try:
+            pods[0].fault(error_rate=0.5)
+            cfg = base_config({"blue": {"endpoints": [p.addr for p in pods], "lb": "round_robin",
+                                        "outlier_detection": {"consecutive_gateway_failure": 1000,
+                                                              "consecutive_5xx": 1000,
+                                                              "interval": "500ms",
+                                                              "success_rate_request_volume": 20,
+                                                              "success_rate_minimum_hosts": 5,
+                                                              "max_ejection_percent": 20,
+                                                              "base_ejection_time": "30s"}}},
+                              route([("blue", 100)]), workers=2)
+            veer = Veer(cfg)
+            t0 = time.time()
+            while time.time() - t0 < 4 * SLOW:
+                harness.fan_out(veer.port, 100, "GET", "/status/200", threads=4)
+                if endpoint_status(veer, "blue", pods[0].addr)["ejection"]["ejected"]:
+                    break
+            ep = endpoint_status(veer, "blue", pods[0].addr)
+            self.assertTrue(ep["ejection"]["ejected"], ep)
+            self.assertEqual(ep["ejection"]["reason"], "success_rate")
+            for p in pods[1:]:
+                self.assertFalse(endpoint_status(veer, "blue", p.addr)["ejection"]["ejected"])
+        finally:
+            for p in pods:
+                p.stop()
+
+
 class CanaryFailoverTest(unittest.TestCase):
     def setUp(self):
         self.blue = MockPod("blue-1")
@@ -171,6 +201,24 @@ class CanaryFailoverTest(unittest.TestCase):
             st, h, _ = veer.request("GET", "/status/200")
             self.assertEqual((st, h.get("x-pod")), (200, "blue-1"))
         self.assertEqual(self.canary.stats()["requests_total"], before)
+        events = [l for l in veer.json_log_lines() if l.get("event") == "outlier_eject"]
+        self.assertEqual(len(events), 1, events)
+        self.assertEqual((events[0]["cluster"], events[0]["endpoint"], events[0]["reason"]),
+                         ("canary", self.canary.addr, "gateway"))
+
+    def test_failover_and_back(self):
+        cfg = self.config(True)
+        cfg["clusters"]["canary"]["outlier_detection"]["base_ejection_time"] = "800ms"
+        veer = Veer(cfg)
+        self.canary.fault(error_rate=1.0)
+        wait_until(lambda: veer.request("GET", "/status/200")[0] == 503 and False or
+                   cluster_status(veer, "canary")["panic"], 5 * SLOW, interval=0.02, what="canary ejection")
+        self.assertEqual({veer.request("GET", "/status/200")[1].get("x-pod") for _ in range(10)}, {"blue-1"})
+        self.canary.fault(error_rate=0.0)
+        wait_until(lambda: not cluster_status(veer, "canary")["panic"], 3 * SLOW, what="canary back")
+        pods = [veer.request("GET", "/status/200")[1].get("x-pod") for _ in range(40)]
+        self.assertIn("canary-1", pods)
+        self.assertIn("blue-1", pods)
 
     def test_without_failover_panic_routes_to_all(self):
         veer = Veer(self.config(False))

@@ -1350,6 +1350,31 @@ static void test_canary_overrides(void)
     veer_config_free(cfg);
 }
 
+/* clusters.NAME.failover: another cluster's index, -1 when left out; itself
+ * and unknown names are errors at the key's path. */
+static void test_failover(void)
+{
+    veer_config_errors_t errs = {0};
+    veer_config_t *cfg = parse_q("{" LISTENERS ",'clusters':{'local':{'endpoints':['127.0.0.1:8081']},"
+                                 "'canary':{'endpoints':['127.0.0.1:8082'],'failover':'local'}}," ROUTES "}",
+                                 &errs);
+    print_errors(&errs);
+    CHECK(cfg != NULL);
+    if (cfg) {
+        CHECK(cfg->clusters[0].failover == -1);
+        CHECK(cfg->clusters[1].failover == 0);
+    }
+    veer_config_free(cfg);
+    EXPECT_ERROR("{" LISTENERS ",'clusters':{'local':{'endpoints':['127.0.0.1:8081'],'failover':'local'}}," ROUTES
+                 "}",
+                 "clusters.local.failover: a cluster cannot fail over to itself");
+    EXPECT_ERROR("{" LISTENERS ",'clusters':{'local':{'endpoints':['127.0.0.1:8081'],'failover':'gren'}}," ROUTES
+                 "}",
+                 "clusters.local.failover: unknown cluster \"gren\"");
+    EXPECT_ERROR("{" LISTENERS ",'clusters':{'local':{'endpoints':['127.0.0.1:8081'],'failover':3}}," ROUTES "}",
+                 "clusters.local.failover: expected a cluster name");
+}
+
 /* Issue 4's resilience knobs: defaults when left out. */
 static void test_resilience_defaults(void)
 {
@@ -1533,7 +1558,7 @@ int main(void)
         test_route_errors, test_canary_errors, test_address_errors, test_good_endpoints, test_multiple_errors,
         test_syntax_errors, test_durations, test_sockaddr, test_load, test_out_of_memory,
         test_canary_new_keys, test_canary_new_key_errors, test_canary_overrides,
-        test_resilience_defaults, test_resilience_values, test_resilience_errors,
+        test_resilience_defaults, test_resilience_values, test_resilience_errors, test_failover,
         test_h2_upstream_keys,
     };
     size_t test_count = sizeof tests / sizeof tests[0];
