@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# bench/run.sh [BUILD_DIR] — HTTP/1.1 proxy benchmark: veer vs HAProxy vs nginx.
+# bench/run.sh [BUILD_DIR] — proxy benchmark: veer vs HAProxy vs nginx over
+# HTTP/1.1, h2c (prior knowledge) and TLS (HTTP/1.1 and h2 by ALPN).
 #
-# One nginx serves a fixed 4 KB JSON body; HAProxy, nginx (as a proxy) and veer,
-# each with one worker/thread and upstream keep-alive, sit in front of it. For
-# every proxy, in the same run and interleaved: CPU per request (utime+stime of
-# the proxy's processes around an exact request count), closed-loop throughput,
-# and open-loop latency (P50/P99) at one fixed rate for everybody. See
-# bench/README.md for how to read the numbers. This is a benchmark, not a test:
-# it fails only when a tool is missing, a proxy does not come up, or a response
-# is not 2xx.
+# One nginx serves a fixed 4 KB JSON body over HTTP/1.1; HAProxy, nginx (as a
+# proxy) and veer, each with one worker/thread and upstream keep-alive, sit in
+# front of it. For every proxy, in the same run and interleaved: CPU per request
+# (utime+stime of the proxy's processes around an exact request count) and
+# closed-loop throughput for every downstream protocol, plus open-loop latency
+# (P50/P99) at one fixed rate for HTTP/1.1. See bench/README.md for how to read
+# the numbers. This is a benchmark, not a test: it fails only when a tool is
+# missing, a proxy does not come up, or a response is not 2xx.
 #
 # Environment (defaults in brackets):
+#   BENCH_PROTOCOLS [h1,h2c,tls-h1,tls-h2]  downstream protocols to measure:
+#                               h1 (plain HTTP/1.1: CPU, throughput, wrk, latency),
+#                               h2c (prior knowledge), tls-h1 (https, ALPN
+#                               http/1.1), tls-h2 (https, ALPN h2)
+#   BENCH_STREAMS [10]          concurrent streams per connection for h2c/tls-h2 (h2load -m)
 #   BENCH_ROUNDS [3]            rounds; medians are reported
 #   BENCH_REQUESTS [200000]     requests per closed-loop run (h2load -n)
 #   BENCH_CONNS [50]            connections for the closed-loop runs
@@ -53,8 +59,29 @@ if [ "$PIN" = auto ]; then
 fi
 RESULTS_DIR=${BENCH_RESULTS_DIR:-$ROOT/bench/results}
 REQ_PATH=/api/v1/embed
+STREAMS=${BENCH_STREAMS:-10}
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# The protocols in a fixed order (the report's order), whatever order the knob
+# lists them in; a typo is an error rather than a silently shorter run.
+declare -A WANT=()
+IFS=', ' read -r -a _protos <<<"${BENCH_PROTOCOLS:-h1,h2c,tls-h1,tls-h2}"
+for p in "${_protos[@]}"; do
+  case $p in
+    h1 | h2c | tls-h1 | tls-h2) WANT[$p]=1 ;;
+    "") ;;
+    *) echo "bench: unknown protocol '$p' in BENCH_PROTOCOLS (use h1, h2c, tls-h1, tls-h2)" >&2; exit 2 ;;
+  esac
+done
+PROTOCOLS=()
+for p in h1 h2c tls-h1 tls-h2; do [ -n "${WANT[$p]:-}" ] && PROTOCOLS+=("$p"); done
+[ ${#PROTOCOLS[@]} -gt 0 ] || { echo "bench: BENCH_PROTOCOLS selects no protocol" >&2; exit 2; }
+H2_PROTOCOLS=() # the rows measured by the h2load phase below (everything but h1)
+for p in "${PROTOCOLS[@]}"; do [ "$p" != h1 ] && H2_PROTOCOLS+=("$p"); done
+want() { [ -n "${WANT[$1]:-}" ]; }
+want_tls() { want tls-h1 || want tls-h2; }
 
 # ---------------------------------------------------------------- tools
 export PATH=$PATH:/usr/sbin:/sbin
@@ -69,6 +96,12 @@ need nginx nginx-light
 need haproxy haproxy
 need h2load nghttp2-client
 need cc build-essential
+want_tls && need openssl openssl
+if [ ${#H2_PROTOCOLS[@]} -gt 0 ] && ! curl -V 2>/dev/null | grep -q 'HTTP2'; then
+  echo "bench: this curl has no HTTP/2 support (needed to probe the h2 listeners): apt-get install -y curl" >&2
+  exit 2
+fi
+if ! want h1; then WRK_DURATION=0; fi
 if [ "$WRK_DURATION" != 0 ] && ! command -v wrk >/dev/null 2>&1; then
   log "wrk not found (apt-get install -y wrk): skipping the wrk cross-check"
   WRK_DURATION=0
@@ -176,14 +209,19 @@ rss_kb() { # rss_kb NAME: VmRSS (kB) of the process tree
 }
 
 # ---------------------------------------------------------------- ports & configs
-read -r P_BACKEND P_HAPROXY P_NGINX P_VEER P_ADMIN < <(python3 -c '
+read -r P_BACKEND P_HAPROXY P_NGINX P_VEER P_ADMIN P_HAPROXY_H2C P_NGINX_H2C P_HAPROXY_TLS \
+  P_NGINX_TLS P_VEER_TLS < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(5)]
+socks = [socket.socket() for _ in range(10)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))')
 
 declare -A PORT=([direct]=$P_BACKEND [haproxy]=$P_HAPROXY [nginx]=$P_NGINX [veer]=$P_VEER)
+# veer's plain listener takes h2c on the same port (the connection preface
+# decides); HAProxy and nginx 1.22 need a listener of their own for it.
+declare -A PORT_H2C=([haproxy]=$P_HAPROXY_H2C [nginx]=$P_NGINX_H2C [veer]=$P_VEER)
+declare -A PORT_TLS=([haproxy]=$P_HAPROXY_TLS [nginx]=$P_NGINX_TLS [veer]=$P_VEER_TLS)
 USER_LINE=""
 [ "$(id -u)" = 0 ] && USER_LINE="user root;"
 
@@ -221,6 +259,29 @@ http {
 }
 EOF
 
+# One self-signed ECDSA P-256 certificate for every TLS listener, so the three
+# proxies do the same handshake and record crypto.
+HAPROXY_BINDS="" NGINX_LISTENS="" NGINX_TLS="" VEER_TLS_LISTENER=""
+if want h2c; then
+  HAPROXY_BINDS+="  bind 127.0.0.1:$P_HAPROXY_H2C proto h2"$'\n'
+  NGINX_LISTENS+="    listen 127.0.0.1:$P_NGINX_H2C http2 backlog=4096;"$'\n'
+fi
+if want_tls; then
+  mkdir -p "$WORK/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" >"$WORK/openssl.log" 2>&1 ||
+    { show_log openssl; fail "openssl could not generate the bench certificate"; }
+  cat "$WORK/tls/cert.pem" "$WORK/tls/key.pem" >"$WORK/tls/haproxy.pem"
+  HAPROXY_BINDS+="  bind 127.0.0.1:$P_HAPROXY_TLS ssl crt $WORK/tls/haproxy.pem alpn h2,http/1.1"$'\n'
+  NGINX_LISTENS+="    listen 127.0.0.1:$P_NGINX_TLS ssl http2 backlog=4096;"$'\n'
+  NGINX_TLS="    ssl_certificate $WORK/tls/cert.pem;
+    ssl_certificate_key $WORK/tls/key.pem;"
+  VEER_TLS_LISTENER=",
+   {\"name\": \"https\", \"address\": \"127.0.0.1:$P_VEER_TLS\",
+    \"tls\": {\"cert\": \"$WORK/tls/cert.pem\", \"key\": \"$WORK/tls/key.pem\", \"alpn\": [\"h2\", \"http/1.1\"]}}"
+fi
+
 cat >"$WORK/haproxy.cfg" <<EOF
 global
   nbthread 1
@@ -235,7 +296,7 @@ defaults
   timeout http-keep-alive 60s
 frontend fe
   bind 127.0.0.1:$P_HAPROXY
-  default_backend be
+$HAPROXY_BINDS  default_backend be
 backend be
   server s1 127.0.0.1:$P_BACKEND
 EOF
@@ -258,6 +319,7 @@ http {
   }
   server {
     listen 127.0.0.1:$P_NGINX backlog=4096;
+$NGINX_LISTENS$NGINX_TLS
     location / {
       proxy_pass http://be;
       proxy_http_version 1.1;
@@ -269,7 +331,7 @@ EOF
 
 cat >"$WORK/veer.json" <<EOF
 {"workers": 1,
- "listeners": [{"name": "http", "address": "127.0.0.1:$P_VEER"}],
+ "listeners": [{"name": "http", "address": "127.0.0.1:$P_VEER"}$VEER_TLS_LISTENER],
  "admin": {"address": "127.0.0.1:$P_ADMIN"},
  "state_file": "$WORK/veer-state.json",
  "access_log": {"path": null},

@@ -824,6 +824,31 @@ void veer_exchange_start(veer_exchange_t *x)
  * policy, the budget and the max_retries breaker allow, get ready for another
  * attempt (the caller then waits for the failed response to end, or calls
  * retry_after_discard at once). False: the failure stands. */
+/* A failed attempt that is about to be retried counts in the route x
+ * cluster's stats as a request of its own, so the success rate the canary
+ * controller reads (and /metrics) still sees it: retries never hide a bad
+ * pool. Refused streams were never processed and are not counted. */
+static void stats_record_failed_attempt(const veer_exchange_t *x, veer_retry_outcome_t outcome, int status)
+{
+    if (x->w->req_stats == NULL || outcome == VEER_RETRY_OUTCOME_REFUSED_STREAM)
+        return;
+    static const veer_stats_fail_t reasons[] = {
+        [VEER_RETRY_OUTCOME_CONNECT_FAILURE] = VEER_STATS_FAIL_CONNECT,
+        [VEER_RETRY_OUTCOME_RESET] = VEER_STATS_FAIL_RESET,
+        [VEER_RETRY_OUTCOME_PER_TRY_TIMEOUT] = VEER_STATS_FAIL_TIMEOUT,
+        [VEER_RETRY_OUTCOME_STATUS] = VEER_STATS_FAIL_5XX,
+    };
+    veer_stats_fail_t fail = (size_t)outcome < sizeof(reasons) / sizeof(reasons[0]) ? reasons[outcome]
+                                                                                    : VEER_STATS_FAIL_RESET;
+    if (outcome == VEER_RETRY_OUTCOME_STATUS && status < 500)
+        fail = VEER_STATS_FAIL_NONE; /* a retriable 4xx the route lists: counted, not a failure */
+    uint64_t now = now_us();
+    uint64_t duration = now > x->attempt_start_us ? now - x->attempt_start_us : 0;
+    veer_stats_record_request(x->w->req_stats, x->ws->snap->stats_layout, x->route, x->cluster,
+                              x->ep != NULL ? x->ep->stats : NULL, outcome == VEER_RETRY_OUTCOME_STATUS ? status : 0,
+                              fail, duration, VEER_STATS_NO_TIME, VEER_STATS_NO_TIME, now / 1000000u);
+}
+
 static bool retry_consider(veer_exchange_t *x, veer_retry_outcome_t outcome, int status,
                            veer_outlier_result_t result)
 {
@@ -839,6 +864,7 @@ static bool retry_consider(veer_exchange_t *x, veer_retry_outcome_t outcome, int
     attempt_end(x, result, true);
     if (veer_retry_decide(rcfg, &a, &x->resil->breaker, &backoff) != VEER_RETRY_GO)
         return false;
+    stats_record_failed_attempt(x, outcome, status);
     x->holds_retry = 1;
     x->in_backoff = 1;
     struct timeval tv = {(time_t)(backoff / 1000), (suseconds_t)(backoff % 1000) * 1000};

@@ -831,11 +831,23 @@ class FlowControlTest(unittest.TestCase):
         st, body = h2_get(VEER.port, "/status/200")
         self.assertEqual(st, 200)
 
+    def test_100mb_download_flat_memory(self):
+        # 100 MB down over HTTP/2 at full speed: every byte arrives and
+        # veer's memory stays flat (the body is never held whole).
+        base = VEER.rss_kb()
+        with RssSampler(VEER) as rss:
+            r = curl_h2("-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                        "http://127.0.0.1:%d/bytes?n=%d" % (VEER.port, 100 * MB), timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.decode().split(), ["200", str(100 * MB)])
+        growth = rss.peak() - base
+        self.assertLess(growth, GROWTH_LIMIT_KB, "veer RSS grew %d kB during a 100 MB HTTP/2 download" % growth)
+
     def test_upload_to_slow_sink_is_bounded(self):
-        # 50 MB up, the upstream reads at ~2 MB/s for 3 s, then at full
+        # 100 MB up, the upstream reads at ~2 MB/s for 3 s, then at full
         # speed: veer's window updates follow the upstream, memory stays flat,
         # and every byte arrives.
-        size = 50 * MB
+        size = 100 * MB
         block = os.urandom(MB)
         digest = hashlib.sha256()
         for _ in range(size // MB):
@@ -862,7 +874,7 @@ class FlowControlTest(unittest.TestCase):
         self.assertEqual(js["sha256"], digest.hexdigest())
         self.assertLess(done["sent_when_released"], 20 * MB, "the slow phase moved too much: not slow?")
         growth = rss.peak() - base
-        self.assertLess(growth, GROWTH_LIMIT_KB, "veer RSS grew %d kB during a 50 MB upload to a slow sink" % growth)
+        self.assertLess(growth, GROWTH_LIMIT_KB, "veer RSS grew %d kB during a 100 MB upload to a slow sink" % growth)
 
 
 class TlsTest(unittest.TestCase):

@@ -1,6 +1,6 @@
 """Retries on the request path: a 503 or a reset first attempt is retried on
 the other endpoint (x-veer-attempts: 2) and the failed attempt still reaches
-the pod's counters; a POST with a small body is replayed, one over
+the pod's counters and veer's own success rate; a POST with a small body is replayed, one over
 retry.max_body_bytes is not; a zero budget stops retries; per_try_timeout
 moves a slow first attempt to the other pod, or answers 504 at its time."""
 
@@ -46,6 +46,17 @@ class RetryTest(unittest.TestCase):
         self.assertTrue(set(attempts) <= {"2", None}, attempts)
         # the failed first attempts are not hidden from the bad pod's counters
         self.assertEqual(self.bad.stats()["errors_injected"], attempts.count("2"))
+        # nor from veer's own success rate (what the canary controller reads)
+        st, text = veer.admin("GET", "/metrics")
+        self.assertEqual(st, 200)
+        retried = attempts.count("2")
+        for line in ('veer_requests_total{route="all",cluster="blue",code_class="2xx"} 10',
+                     'veer_requests_total{route="all",cluster="blue",code_class="5xx"} %d' % retried,
+                     'veer_request_failures_total{route="all",cluster="blue",reason="5xx"} %d' % retried):
+            self.assertIn(line + "\n", text)
+        st, js = veer.admin("GET", "/v1/stats?window=30s")
+        row = [c for r in js["routes"] if r["name"] == "all" for c in r["clusters"] if c["name"] == "blue"][0]
+        self.assertAlmostEqual(row["total"]["success_rate"], 100.0 * 10 / (10 + retried), places=3)
 
     def test_h2c_503_and_post_retried(self):
         veer = self.veer({"attempts": 2, "on": ["gateway-error"], "backoff_base": "5ms"}, protocol="h2c")
