@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Helpers for bench/run.sh: parse load-generator output and render the results table.
+"""Helpers for bench/run.sh: parse load-generator output and render the results tables.
 
-    report.py h2load OUT [EXPECTED]      -> "rps done" or exit 1 with the reason
-    report.py wrk OUT                    -> "requests rps" or exit 1 with the reason
-    report.py table RAW META             -> markdown on stdout
+    report.py h2load OUT [EXPECTED [ALPN]] -> "rps done" or exit 1 with the reason
+    report.py wrk OUT                      -> "requests rps" or exit 1 with the reason
+    report.py table RAW META               -> the HTTP/1.1 report (markdown) on stdout
+    report.py protocols RAW META           -> every protocol's rows and ratios (markdown)
 
 RAW is a TSV file written by run.sh: phase, round, target, key, value.
 META is a JSON object with the run's parameters and notes.
@@ -22,7 +23,7 @@ def die(msg):
     sys.exit(1)
 
 
-def parse_h2load(path, expected=None):
+def parse_h2load(path, expected=None, alpn=None):
     text = open(path, errors="replace").read()
     m = re.search(r"finished in [^,]+, ([\d.]+) req/s", text)
     r = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
@@ -41,6 +42,14 @@ def parse_h2load(path, expected=None):
         problems.append(f"{c2} 2xx of {done} done")
     if expected is not None and done != expected:
         problems.append(f"{done} done of {expected} expected")
+    if expected is not None and succeeded != expected:
+        problems.append(f"{succeeded} succeeded of {expected} expected")
+    if alpn is not None:
+        # h2load names h2 over cleartext "h2c": both mean HTTP/2 was spoken
+        a = re.search(r"Application protocol: (\S+)", text)
+        spoken = a.group(1) if a else "none"
+        if spoken != alpn and not (alpn == "h2" and spoken == "h2c"):
+            problems.append(f"spoke {spoken}, expected {alpn}")
     if done == 0:
         problems.append("no request completed")
     if problems:
@@ -126,6 +135,9 @@ def table(raw_path, meta_path):
     w("")
     w(f"- commit: `{meta.get('commit', '?')}`; veer: {meta.get('veer_version', '?')}")
     w(f"- machine: {meta.get('machine', '?')}")
+    if "load_start" in meta:
+        w(f"- load average (1/5/15 min) at start: {meta['load_start']}; at end: {meta['load_end']} "
+          f"(the machine is shared)")
     w(f"- tools: {meta.get('tools', '?')}")
     w(f"- workload: GET {meta['path']} → {meta['body_bytes']}-byte JSON from nginx (static file); "
       f"every proxy has 1 worker/thread and upstream keep-alive")

@@ -421,14 +421,6 @@ check_alive() {
   done
 }
 
-# warm-up: fill the upstream pools, fault in the code paths
-for t in direct "${TARGETS[@]}"; do
-  $PIN_LOAD h2load --h1 -n 20000 -c "$CONNS" -t 1 "$(url "$t")" >"$WORK/warmup-$t.out" 2>&1 || true
-  $REPORT h2load "$WORK/warmup-$t.out" 20000 >"$WORK/warmup-$t.parsed" ||
-    { show_log "${t/direct/backend}"; fail "$t warm-up: $(cat "$WORK/warmup-$t.parsed")"; }
-done
-check_alive
-
 rotate() { # rotate ROUND ITEMS...: the items, starting at offset ROUND-1
   local r=$1; shift
   local n=$# i
@@ -436,87 +428,196 @@ rotate() { # rotate ROUND ITEMS...: the items, starting at offset ROUND-1
   for ((i = 0; i < n; i++)); do echo "${items[$(((i + r - 1) % n))]}"; done
 }
 
-# ---------------------------------------------------------------- phase 1: closed loop
-for r in $(seq 1 "$ROUNDS"); do
-  for t in $(rotate "$r" direct "${TARGETS[@]}"); do
-    out=$WORK/closed-$r-$t.out
-    [ "$t" != direct ] && before=$(cpu_ticks "$t")
-    $PIN_LOAD h2load --h1 -n "$REQUESTS" -c "$CONNS" -t 1 "$(url "$t")" >"$out" 2>&1 || true
-    [ "$t" != direct ] && after=$(cpu_ticks "$t")
-    if ! parsed=$($REPORT h2load "$out" "$REQUESTS"); then
-      check_alive; fail "$t closed-loop run $r: $parsed (see $out)"
-    fi
-    read -r rps done_n <<<"$parsed"
-    record closed "$r" "$t" rps "$rps"
-    if [ "$t" != direct ]; then
-      cpu=$(python3 -c "print(($after - $before) / $CLK_TCK / $done_n * 1e6)")
-      record closed "$r" "$t" cpu_us "$cpu"
-      log "round $r $t: $(printf '%.0f' "$rps") req/s, $(printf '%.2f' "$cpu") µs CPU/req ($((after - before)) ticks)"
-    else
-      log "round $r direct: $(printf '%.0f' "$rps") req/s"
-    fi
-    if [ "$WRK_DURATION" != 0 ] && [ "$t" != direct ]; then
-      out=$WORK/wrk-$r-$t.out
-      before=$(cpu_ticks "$t")
-      $PIN_LOAD wrk -t1 -c"$CONNS" -d"$WRK_DURATION" "$(url "$t")" >"$out" 2>&1 || true
-      after=$(cpu_ticks "$t")
-      if ! parsed=$($REPORT wrk "$out"); then
-        check_alive; fail "$t wrk run $r: $parsed (see $out)"
-      fi
-      read -r n wrps <<<"$parsed"
-      cpu=$(python3 -c "print(($after - $before) / $CLK_TCK / $n * 1e6)")
-      record wrk "$r" "$t" cpu_us "$cpu"
-      record wrk "$r" "$t" rps "$wrps"
-      log "round $r $t (wrk): $(printf '%.0f' "$wrps") req/s, $(printf '%.2f' "$cpu") µs CPU/req"
-    fi
+NOTES=()
+RATE=0 RPS_PER_CONN=0 RATE_NOTE="-" # the open loop is part of the h1 rows only
+# ================================================================ h1 rows
+if want h1; then
+  # warm-up: fill the upstream pools, fault in the code paths
+  for t in direct "${TARGETS[@]}"; do
+    $PIN_LOAD h2load --h1 -n 20000 -c "$CONNS" -t 1 "$(url "$t")" >"$WORK/warmup-$t.out" 2>&1 || true
+    $REPORT h2load "$WORK/warmup-$t.out" 20000 >"$WORK/warmup-$t.parsed" ||
+      { show_log "${t/direct/backend}"; fail "$t warm-up: $(cat "$WORK/warmup-$t.parsed")"; }
   done
   check_alive
-done
+
+# ---------------------------------------------------------------- phase 1: closed loop
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in $(rotate "$r" direct "${TARGETS[@]}"); do
+      out=$WORK/closed-$r-$t.out
+      [ "$t" != direct ] && before=$(cpu_ticks "$t")
+      $PIN_LOAD h2load --h1 -n "$REQUESTS" -c "$CONNS" -t 1 "$(url "$t")" >"$out" 2>&1 || true
+      [ "$t" != direct ] && after=$(cpu_ticks "$t")
+      if ! parsed=$($REPORT h2load "$out" "$REQUESTS"); then
+        check_alive; fail "$t closed-loop run $r: $parsed (see $out)"
+      fi
+      read -r rps done_n <<<"$parsed"
+      record closed "$r" "$t" rps "$rps"
+      if [ "$t" != direct ]; then
+        cpu=$(python3 -c "print(($after - $before) / $CLK_TCK / $done_n * 1e6)")
+        record closed "$r" "$t" cpu_us "$cpu"
+        log "round $r $t: $(printf '%.0f' "$rps") req/s, $(printf '%.2f' "$cpu") µs CPU/req ($((after - before)) ticks)"
+      else
+        log "round $r direct: $(printf '%.0f' "$rps") req/s"
+      fi
+      if [ "$WRK_DURATION" != 0 ] && [ "$t" != direct ]; then
+        out=$WORK/wrk-$r-$t.out
+        before=$(cpu_ticks "$t")
+        $PIN_LOAD wrk -t1 -c"$CONNS" -d"$WRK_DURATION" "$(url "$t")" >"$out" 2>&1 || true
+        after=$(cpu_ticks "$t")
+        if ! parsed=$($REPORT wrk "$out"); then
+          check_alive; fail "$t wrk run $r: $parsed (see $out)"
+        fi
+        read -r n wrps <<<"$parsed"
+        cpu=$(python3 -c "print(($after - $before) / $CLK_TCK / $n * 1e6)")
+        record wrk "$r" "$t" cpu_us "$cpu"
+        record wrk "$r" "$t" rps "$wrps"
+        log "round $r $t (wrk): $(printf '%.0f' "$wrps") req/s, $(printf '%.2f' "$cpu") µs CPU/req"
+      fi
+    done
+    check_alive
+  done
 
 # ---------------------------------------------------------------- phase 2: open loop
-if [ -n "${BENCH_RPS:-}" ]; then
-  RATE=$BENCH_RPS
-  RATE_NOTE="BENCH_RPS"
-else
-  weakest=$($REPORT minrps "$RAW" "${TARGETS[@]}")
-  RATE=$(python3 -c "print(round($RPS_FRACTION * $weakest))")
-  RATE_NOTE="$RPS_FRACTION x the weakest proxy's median closed-loop req/s"
+  if [ -n "${BENCH_RPS:-}" ]; then
+    RATE=$BENCH_RPS
+    RATE_NOTE="BENCH_RPS"
+  else
+    weakest=$($REPORT minrps "$RAW" "${TARGETS[@]}")
+    RATE=$(python3 -c "print(round($RPS_FRACTION * $weakest))")
+    RATE_NOTE="$RPS_FRACTION x the weakest proxy's median closed-loop req/s"
+  fi
+  RPS_PER_CONN=$(python3 -c "print(round($RATE / $LAT_CONNS, 2))")
+  log "open loop at $RATE req/s over $LAT_CONNS connections (bench/oload.c: fixed schedule, latency from the due time)"
+  secs() { # "10s" / "500ms" / "1m" -> seconds
+    python3 -c "
+  import re, sys; m = re.fullmatch(r'([\d.]+)(ms|s|m)?', sys.argv[1]); v = float(m.group(1))
+  print(v / 1000 if m.group(2) == 'ms' else v * 60 if m.group(2) == 'm' else v)" "$1"
+  }
+  lat_secs=$(secs "$LAT_DURATION")
+  lat_warm=$(secs "$LAT_WARMUP")
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in $(rotate "$r" direct "${TARGETS[@]}"); do
+      out=$WORK/lat-$r-$t.out
+      $PIN_LOAD "$OLOAD" -a 127.0.0.1 -p "${PORT[$t]}" -u "$REQ_PATH" -c "$LAT_CONNS" -r "$RATE" \
+        -d "$lat_secs" -w "$lat_warm" >"$out" 2>&1 || true
+      p50=$(awk '$1 == "p50_us" {print $2}' "$out"); p99=$(awk '$1 == "p99_us" {print $2}' "$out")
+      achieved=$(awk '$1 == "achieved_rps" {print $2}' "$out")
+      bad=$(awk '$1 == "non_2xx" || $1 == "errors" || $1 == "timeouts" {n += $2} END {print n + 0}' "$out")
+      if [ -z "$p99" ] || [ -z "$achieved" ] || [ "$bad" != 0 ]; then
+        check_alive; fail "$t open-loop run $r: $bad failed requests or no result (see $out)"
+      fi
+      record lat "$r" "$t" p50_us "$p50"
+      record lat "$r" "$t" p99_us "$p99"
+      record lat "$r" "$t" rate "$achieved"
+      if python3 -c "import sys; sys.exit(0 if $achieved < 0.95 * $RATE else 1)"; then
+        NOTES+=("round $r $t: open loop achieved only $(printf '%.0f' "$achieved") of $RATE req/s (it could not keep up: its latency is understated)")
+      fi
+      log "round $r $t: P50 ${p50} µs, P99 ${p99} µs ($(printf '%.0f' "$achieved") req/s)"
+    done
+    check_alive
+  done
 fi
-RPS_PER_CONN=$(python3 -c "print(round($RATE / $LAT_CONNS, 2))")
-log "open loop at $RATE req/s over $LAT_CONNS connections (bench/oload.c: fixed schedule, latency from the due time)"
-secs() { # "10s" / "500ms" / "1m" -> seconds
-  python3 -c "
-import re, sys; m = re.fullmatch(r'([\d.]+)(ms|s|m)?', sys.argv[1]); v = float(m.group(1))
-print(v / 1000 if m.group(2) == 'ms' else v * 60 if m.group(2) == 'm' else v)" "$1"
+
+# ================================================================ h2c, tls-h1, tls-h2 rows
+# Same backend and proxies; only the downstream side changes. Each row is an
+# exact number of requests from h2load (one thread, -c CONNS; -m STREAMS on
+# HTTP/2), CPU from /proc as above. There is no direct row: the backend speaks
+# HTTP/1.1 only, and the point is the proxies' cost for the same work.
+declare -A PSKIP=() # "PROTO veer" -> why veer has no row for PROTO
+
+purl() { # purl PROTO TARGET
+  case $1 in
+    h2c) echo "http://127.0.0.1:${PORT_H2C[$2]}$REQ_PATH" ;;
+    *) echo "https://127.0.0.1:${PORT_TLS[$2]}$REQ_PATH" ;;
+  esac
 }
-lat_secs=$(secs "$LAT_DURATION")
-lat_warm=$(secs "$LAT_WARMUP")
-NOTES=()
-for r in $(seq 1 "$ROUNDS"); do
-  for t in $(rotate "$r" direct "${TARGETS[@]}"); do
-    out=$WORK/lat-$r-$t.out
-    $PIN_LOAD "$OLOAD" -a 127.0.0.1 -p "${PORT[$t]}" -u "$REQ_PATH" -c "$LAT_CONNS" -r "$RATE" \
-      -d "$lat_secs" -w "$lat_warm" >"$out" 2>&1 || true
-    p50=$(awk '$1 == "p50_us" {print $2}' "$out"); p99=$(awk '$1 == "p99_us" {print $2}' "$out")
-    achieved=$(awk '$1 == "achieved_rps" {print $2}' "$out")
-    bad=$(awk '$1 == "non_2xx" || $1 == "errors" || $1 == "timeouts" {n += $2} END {print n + 0}' "$out")
-    if [ -z "$p99" ] || [ -z "$achieved" ] || [ "$bad" != 0 ]; then
-      check_alive; fail "$t open-loop run $r: $bad failed requests or no result (see $out)"
+
+h2load_args() { # h2load_args PROTO: the flags that select the protocol
+  case $1 in
+    tls-h1) echo "--h1" ;;
+    *) echo "-m $STREAMS" ;;
+  esac
+}
+
+alpn_of() { # alpn_of PROTO: the application protocol h2load must report
+  case $1 in
+    tls-h1) echo "http/1.1" ;;
+    *) echo "h2" ;;
+  esac
+}
+
+probe() { # probe PROTO TARGET: "" when one request over PROTO gets 200 and the full body
+  local proto=$1 t=$2 flags want_v got code v size
+  case $proto in
+    h2c) flags="--http2-prior-knowledge"; want_v=2 ;;
+    tls-h1) flags="-k --http1.1"; want_v=1.1 ;;
+    tls-h2) flags="-k --http2"; want_v=2 ;;
+  esac
+  for _ in $(seq 1 30); do
+    : >"$WORK/probe.body"
+    # shellcheck disable=SC2086
+    got=$(curl -s -m 5 $flags -o "$WORK/probe.body" -w '%{http_code} %{http_version}' \
+      "$(purl "$proto" "$t")" 2>/dev/null || true)
+    read -r code v <<<"$got"
+    size=$(wc -c <"$WORK/probe.body" 2>/dev/null || echo 0)
+    if [ "$code" = 200 ] && [ "$v" = "$want_v" ] && [ "$size" = "$BODY_BYTES" ]; then
+      echo ""
+      return 0
     fi
-    record lat "$r" "$t" p50_us "$p50"
-    record lat "$r" "$t" p99_us "$p99"
-    record lat "$r" "$t" rate "$achieved"
-    if python3 -c "import sys; sys.exit(0 if $achieved < 0.95 * $RATE else 1)"; then
-      NOTES+=("round $r $t: open loop achieved only $(printf '%.0f' "$achieved") of $RATE req/s (it could not keep up: its latency is understated)")
+    sleep 0.1
+  done
+  echo "$proto probe answered '${code:-no response}' over HTTP/${v:-?} with $size body bytes (want 200 over HTTP/$want_v with $BODY_BYTES)"
+}
+
+h2_targets() { # h2_targets PROTO: the targets with a row for PROTO
+  local t
+  for t in "${TARGETS[@]}"; do [ -z "${PSKIP[$1 $t]:-}" ] && echo "$t"; done
+  return 0
+}
+
+for proto in "${H2_PROTOCOLS[@]}"; do
+  for t in "${TARGETS[@]}"; do
+    why=$(probe "$proto" "$t")
+    [ -z "$why" ] && continue
+    if [ "$t" != veer ] || [ "${BENCH_REQUIRE_VEER:-0}" = 1 ]; then
+      show_log "$t"; fail "$t: $why"
     fi
-    log "round $r $t: P50 ${p50} µs, P99 ${p99} µs ($(printf '%.0f' "$achieved") req/s)"
+    log "SKIPPING veer for $proto: $why"
+    PSKIP["$proto veer"]=$why
+  done
+  mapfile -t ptargets < <(h2_targets "$proto")
+  # shellcheck disable=SC2046
+  for t in "${ptargets[@]}"; do
+    out=$WORK/warmup-$proto-$t.out
+    $PIN_LOAD h2load $(h2load_args "$proto") -n 20000 -c "$CONNS" -t 1 "$(purl "$proto" "$t")" >"$out" 2>&1 || true
+    parsed=$($REPORT h2load "$out" 20000 "$(alpn_of "$proto")") ||
+      { show_log "$t"; fail "$t $proto warm-up: $parsed (see $out)"; }
   done
   check_alive
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in $(rotate "$r" "${ptargets[@]}"); do
+      out=$WORK/$proto-$r-$t.out
+      before=$(cpu_ticks "$t")
+      # shellcheck disable=SC2046
+      $PIN_LOAD h2load $(h2load_args "$proto") -n "$REQUESTS" -c "$CONNS" -t 1 "$(purl "$proto" "$t")" >"$out" 2>&1 || true
+      after=$(cpu_ticks "$t")
+      if ! parsed=$($REPORT h2load "$out" "$REQUESTS" "$(alpn_of "$proto")"); then
+        check_alive; fail "$t $proto run $r: $parsed (see $out)"
+      fi
+      read -r rps done_n <<<"$parsed"
+      cpu=$(python3 -c "print(($after - $before) / $CLK_TCK / $done_n * 1e6)")
+      record "$proto" "$r" "$t" rps "$rps"
+      record "$proto" "$r" "$t" cpu_us "$cpu"
+      log "round $r $proto $t: $(printf '%.0f' "$rps") req/s, $(printf '%.2f' "$cpu") µs CPU/req ($((after - before)) ticks)"
+    done
+    check_alive
+  done
 done
 
 if [ -z "${SKIPPED[veer]:-}" ]; then
   record mem 1 veer rss_after_kb "$(rss_kb veer)"
 fi
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- report
 TS=$(date -u +%Y%m%dT%H%M%SZ)
@@ -536,15 +637,24 @@ META=$WORK/meta.json
 for k in "${!SKIPPED[@]}"; do printf '%s\t%s\n' "$k" "${SKIPPED[$k]}" >>"$WORK/skipped.tsv"; done
 : >"$WORK/notes.txt"
 for n in "${NOTES[@]}"; do printf '%s\n' "$n" >>"$WORK/notes.txt"; done
+: >"$WORK/pskip.tsv"
+for k in "${!PSKIP[@]}"; do printf '%s\t%s\t%s\n' "${k% *}" "${k#* }" "${PSKIP[$k]}" >>"$WORK/pskip.tsv"; done
 M_TS=$TS M_COMMIT=$commit M_VEER_VERSION=$VEER_VERSION M_MACHINE=$machine M_TOOLS=$tools \
 M_PATH=$REQ_PATH M_BODY_BYTES=$BODY_BYTES M_REQUESTS=$REQUESTS M_CONNS=$CONNS \
 M_WRK_DURATION=$WRK_DURATION M_LAT_CONNS=$LAT_CONNS M_LAT_DURATION=$LAT_DURATION \
 M_LAT_WARMUP=$LAT_WARMUP M_RATE=$RATE M_RPS_PER_CONN=$RPS_PER_CONN M_RATE_NOTE=$RATE_NOTE \
-M_ROUNDS=$ROUNDS M_PIN=$pin_desc python3 - "$META" "$WORK/skipped.tsv" "$WORK/notes.txt" <<'EOF'
+M_ROUNDS=$ROUNDS M_PIN=$pin_desc M_PROTOCOLS="${PROTOCOLS[*]}" M_STREAMS=$STREAMS \
+M_LOAD_START=$LOAD_START M_LOAD_END=$LOAD_END \
+python3 - "$META" "$WORK/skipped.tsv" "$WORK/notes.txt" "$WORK/pskip.tsv" <<'EOF'
 import json, os, sys
 e = lambda k: os.environ["M_" + k]
 skipped = dict(l.rstrip("\n").split("\t", 1) for l in open(sys.argv[2]) if "\t" in l)
 notes = [l.rstrip("\n") for l in open(sys.argv[3]) if l.strip()]
+pskip = {}
+for l in open(sys.argv[4]):
+    parts = l.rstrip("\n").split("\t", 2)
+    if len(parts) == 3:
+        pskip.setdefault(parts[0], {})[parts[1]] = parts[2]
 meta = {
     "timestamp": e("TS"), "commit": e("COMMIT"), "veer_version": e("VEER_VERSION"),
     "machine": e("MACHINE"), "tools": e("TOOLS"), "path": e("PATH"),
@@ -553,15 +663,29 @@ meta = {
     "lat_duration": e("LAT_DURATION"), "lat_warmup": e("LAT_WARMUP"), "rate": float(e("RATE")),
     "rps_per_conn": float(e("RPS_PER_CONN")), "rate_note": e("RATE_NOTE"),
     "rounds": int(e("ROUNDS")), "pin": e("PIN"), "skipped": skipped, "notes": notes,
+    "protocols": e("PROTOCOLS").split(), "streams": int(e("STREAMS")),
+    "load_start": e("LOAD_START"), "load_end": e("LOAD_END"), "protocol_skipped": pskip,
 }
 json.dump(meta, open(sys.argv[1], "w"), indent=1)
 EOF
 
 mkdir -p "$RESULTS_DIR"
-$REPORT table "$RAW" "$META" >"$RESULTS_DIR/$TS-h1.md.tmp"
-mv "$RESULTS_DIR/$TS-h1.md.tmp" "$RESULTS_DIR/$TS-h1.md"
-cp "$RESULTS_DIR/$TS-h1.md" "$RESULTS_DIR/latest-h1.md"
-cp "$RAW" "$RESULTS_DIR/$TS-h1.raw.tsv"
-cat "$RESULTS_DIR/$TS-h1.md"
+# <TS>-h1.md keeps the HTTP/1.1 report as it always was; <TS>.md has every
+# protocol's rows and the ratio table per protocol. Both read the same raw TSV.
+if want h1; then
+  $REPORT table "$RAW" "$META" >"$RESULTS_DIR/$TS-h1.md.tmp"
+  mv "$RESULTS_DIR/$TS-h1.md.tmp" "$RESULTS_DIR/$TS-h1.md"
+  cp "$RESULTS_DIR/$TS-h1.md" "$RESULTS_DIR/latest-h1.md"
+  cp "$RAW" "$RESULTS_DIR/$TS-h1.raw.tsv"
+fi
+$REPORT protocols "$RAW" "$META" >"$RESULTS_DIR/$TS.md.tmp"
+mv "$RESULTS_DIR/$TS.md.tmp" "$RESULTS_DIR/$TS.md"
+cp "$RESULTS_DIR/$TS.md" "$RESULTS_DIR/latest.md"
+cp "$RAW" "$RESULTS_DIR/$TS.raw.tsv"
+cat "$RESULTS_DIR/$TS.md"
 echo
-log "written to $RESULTS_DIR/$TS-h1.md (and latest-h1.md; raw values in $TS-h1.raw.tsv)"
+if want h1; then
+  log "written to $RESULTS_DIR/$TS.md (all protocols; latest.md) and $TS-h1.md (latest-h1.md); raw values in $TS.raw.tsv"
+else
+  log "written to $RESULTS_DIR/$TS.md (and latest.md; raw values in $TS.raw.tsv)"
+fi

@@ -272,7 +272,8 @@ static int run(const char *path)
         goto out_workers;
     }
     m.metrics = (veer_metrics_source_t){.rt = &m.rt, .workers = m.workers, .worker_count = inited,
-                                        .started = veer_metrics_now(), .canary = m.canary};
+                                        .started = veer_metrics_now(), .canary = m.canary,
+                                        .access_log = m.access_log};
     veer_admin_hooks_t hooks = {.ctx = &m, .reload = do_reload, .drain = do_drain, .is_draining = is_draining,
                                 .metrics = &m.metrics, .canary = m.canary};
     veer_snapshot_t *snap = veer_runtime_acquire(&m.rt);

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "breaker.h"
 #include "config.h"
 #include "controller.h"
@@ -313,6 +314,10 @@ int veer_metrics_prometheus(veer_metrics_source_t *src, veer_prom_buf_t *b)
     if (src->canary != NULL)
         veer_controller_write_metrics(src->canary, b);
     write_process(b);
+    veer_prom_family(b, "veer_access_log_dropped_total", "counter",
+                     "Access log lines dropped because a worker's buffer was full (never blocking a request).");
+    veer_prom_sample_u64(b, "veer_access_log_dropped_total", NULL, 0,
+                         src->access_log != NULL ? veer_accesslog_dropped(src->access_log) : 0);
     veer_prom_family(b, "veer_metrics_scrape_overflows_total", "counter",
                      "Scrapes refused because the text passed its size limit.");
     veer_prom_sample_u64(b, "veer_metrics_scrape_overflows_total", NULL, 0, src->scrape_overflows);

@@ -30,6 +30,7 @@ typedef struct veer_metrics_source_s {
     uint64_t scrape_overflows; /* scrapes refused for VEER_METRICS_MAX_BYTES (main thread) */
     double started;            /* veer_metrics_now() when recording began: rates of a young process */
     struct veer_controller_s *canary; /* the veer_canary_* families (controller.h); NULL: none */
+    struct veer_accesslog_s *access_log; /* veer_access_log_dropped_total (accesslog.h); NULL: none */
 } veer_metrics_source_t;
 
 /* Seconds of CLOCK_MONOTONIC, the clock stats slices are stamped with. */

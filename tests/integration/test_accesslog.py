@@ -296,6 +296,12 @@ class AccessLogFileTest(unittest.TestCase):
             n = 600  # ~250 KB of lines against a 64 KiB pipe and a 16 KiB ring
             res = fan_out(veer.port, n, "GET", "/status/200", threads=4)
             self.assertEqual(sum(r[1] == 200 for r in res), n, [r for r in res if r[1] != 200][:5])
+            st, text = veer.admin("GET", "/metrics")
+            self.assertEqual(st, 200)
+            m = re.search(r"^veer_access_log_dropped_total (\d+)$", text, re.M)
+            self.assertIsNotNone(m, "veer_access_log_dropped_total missing from /metrics")
+            dropped_live = int(m.group(1))
+            self.assertGreater(dropped_live, 0)
             self.assertEqual(veer.stop(), 0)
             data = b""
             while True:
@@ -309,6 +315,7 @@ class AccessLogFileTest(unittest.TestCase):
             in_pipe = data.count(b"\n")
             written, dropped = closing_line(veer)
             self.assertGreater(dropped, 0)
+            self.assertGreaterEqual(dropped, dropped_live)  # more may drop at exit
             self.assertEqual(written, in_pipe)
             self.assertEqual(written + dropped, n)
             warns = [o["msg"] for o in veer.json_log_lines() if o.get("level") == "warn"]
