@@ -126,8 +126,6 @@ def table(raw_path, meta_path):
     data = load_raw(raw_path)
     meta = json.load(open(meta_path))
     get = lambda phase, target, key: data.get((phase, target, key), {})
-    targets = ["direct"] + [p for p in PROXIES]
-    skipped = meta.get("skipped", {})
     wrk_on = any(get("wrk", t, "cpu_us") for t in PROXIES)
     out = []
     w = out.append
@@ -149,6 +147,16 @@ def table(raw_path, meta_path):
     w(f"- rounds: {meta['rounds']} (targets interleaved, order rotated each round); "
       f"values are medians over rounds, (min–max) in brackets; pinning: {meta['pin']}")
     w("")
+    h1_body(data, meta, w)
+    print("\n".join(out))
+
+
+def h1_body(data, meta, w):
+    """The HTTP/1.1 table, its ratios, veer's RSS, notes and per-round values."""
+    get = lambda phase, target, key: data.get((phase, target, key), {})
+    targets = ["direct"] + [p for p in PROXIES]
+    skipped = meta.get("skipped", {})
+    wrk_on = any(get("wrk", t, "cpu_us") for t in PROXIES)
     hdr = ["target", "CPU µs/req"] + (["CPU µs/req (wrk)"] if wrk_on else []) + \
           ["req/s (closed loop)", "P50 µs", "P99 µs", "added P99 µs"]
     w("| " + " | ".join(hdr) + " |")
@@ -211,17 +219,129 @@ def table(raw_path, meta_path):
               f"{v('lat', 'rate', 0)} |")
     w("")
     w("</details>")
+
+
+# The rows measured with h2load only (CPU and throughput): how each is driven.
+H2_ROWS = [
+    ("h2c", "h2c (HTTP/2 prior knowledge, cleartext)", "h2load -n {n} -c {c} -m {m} -t 1 http://…"),
+    ("tls-h1", "TLS, HTTP/1.1 (ALPN http/1.1)", "h2load --h1 -n {n} -c {c} -t 1 --tls13-ciphers=… https://…"),
+    ("tls-h2", "TLS, HTTP/2 (ALPN h2)", "h2load -n {n} -c {c} -m {m} -t 1 --tls13-ciphers=… https://…"),
+]
+
+
+def protocols(raw_path, meta_path):
+    data = load_raw(raw_path)
+    meta = json.load(open(meta_path))
+    get = lambda phase, target, key: data.get((phase, target, key), {})
+    protos = meta.get("protocols", ["h1"])
+    skipped = meta.get("skipped", {})
+    pskip = meta.get("protocol_skipped", {})
+    n, c, m = meta["requests"], meta["conns"], meta.get("streams", 10)
+    out = []
+    w = out.append
+    w(f"# veer protocol benchmark — {meta['timestamp']}")
+    w("")
+    w(f"- commit: `{meta.get('commit', '?')}`; veer: {meta.get('veer_version', '?')}")
+    w(f"- machine: {meta.get('machine', '?')}")
+    w(f"- load average (1/5/15 min) at start: {meta.get('load_start', '?')}; at end: "
+      f"{meta.get('load_end', '?')} (the machine is shared)")
+    w(f"- tools: {meta.get('tools', '?')}")
+    w(f"- workload: GET {meta['path']} → {meta['body_bytes']}-byte JSON from nginx (static file) over "
+      f"HTTP/1.1 keep-alive; every proxy has 1 worker/thread; only the downstream protocol changes "
+      f"between rows. TLS: one self-signed ECDSA P-256 certificate, ALPN h2,http/1.1 on every proxy")
+    w(f"- protocols: {', '.join(protos)}; rounds: {meta['rounds']} (targets interleaved, order rotated "
+      f"each round); values are medians over rounds, (min–max) in brackets; pinning: {meta['pin']}")
+    w("- CPU µs/req: utime+stime of the proxy's processes (/proc) around the run / requests done")
+    w("")
+    if "h1" in protos:
+        w("## HTTP/1.1 (cleartext)")
+        w("")
+        w(f"- closed loop: `h2load --h1 -n {n} -c {c} -t 1`"
+          + (f"; cross-check `wrk -t1 -c{c} -d{meta['wrk_duration']}`"
+             if any(get("wrk", t, "cpu_us") for t in PROXIES) else ""))
+        w(f"- open loop: `bench/oload -c {meta['lat_conns']} -r {meta['rate']:.0f} -d {meta['lat_duration']} "
+          f"-w {meta['lat_warmup']}` ({meta['rate_note']})")
+        w("")
+        h1_body(data, meta, w)
+        w("")
+    for key, title, cmd in H2_ROWS:
+        if key not in protos:
+            continue
+        w(f"## {title}")
+        w("")
+        w(f"`{cmd.format(n=n, c=c, m=m)}`")
+        w("")
+        w("| target | CPU µs/req | req/s |")
+        w("|---|---|---|")
+        for t in PROXIES:
+            why = skipped.get(t) or pskip.get(key, {}).get(t)
+            if why:
+                w(f"| {LABEL[t]} | skipped: {why} | |")
+                continue
+            cpu, rps = get(key, t, "cpu_us"), get(key, t, "rps")
+            w(f"| {LABEL[t]} | {fmt(med(cpu), 2)}{spread(cpu, 2)} | {fmt(med(rps), 0)}{spread(rps, 0)} |")
+        w("")
+        neg = meta.get("tls_negotiated", {}).get(key, {})
+        if neg:
+            w("negotiated (as h2load reported it): "
+              + "; ".join(f"{t} {neg[t]}" for t in PROXIES if t in neg))
+            w("")
+    w("## Ratios per protocol")
+    w("")
+    w("Median over rounds of the per-round ratio (both measured in the same round); CPU/req < 1 "
+      "means veer uses less CPU per request, req/s > 1 means veer serves more.")
+    w("")
+    w("| protocol | veer/HAProxy CPU/req | veer/HAProxy req/s | veer/nginx CPU/req | veer/nginx req/s "
+      "| nginx/HAProxy CPU/req (reference) |")
+    w("|---|---|---|---|---|---|")
+    for key in ["h1"] + [k for k, _, _ in H2_ROWS]:
+        if key not in protos:
+            continue
+        phase = "closed" if key == "h1" else key
+        gone = set(skipped) | set(pskip.get(key, {}))
+
+        def ratio(a, b, k):
+            if a in gone or b in gone:
+                return "–"
+            return fmt(paired(get(phase, a, k), get(phase, b, k), _ratio), 2)
+        w(f"| {key} | {ratio('veer', 'haproxy', 'cpu_us')} | {ratio('veer', 'haproxy', 'rps')} | "
+          f"{ratio('veer', 'nginx', 'cpu_us')} | {ratio('veer', 'nginx', 'rps')} | "
+          f"{ratio('nginx', 'haproxy', 'cpu_us')} |")
+    w("")
+    if "h1" not in protos and "veer" not in skipped:
+        idle, after = get("mem", "veer", "rss_idle_kb"), get("mem", "veer", "rss_after_kb")
+        w(f"veer RSS: idle {fmt(med(idle), 0)} kB (after start, before load); "
+          f"after the run {fmt(med(after), 0)} kB")
+        w("")
+    rows = [k for k, _, _ in H2_ROWS if k in protos]
+    if rows:
+        w("<details><summary>per-round values (h2c, TLS)</summary>")
+        w("")
+        w("| protocol | round | target | CPU µs/req | req/s |")
+        w("|---|---|---|---|---|")
+        for key in rows:
+            for r in range(1, int(meta["rounds"]) + 1):
+                for t in PROXIES:
+                    cpu, rps = get(key, t, "cpu_us").get(r), get(key, t, "rps").get(r)
+                    if cpu is None and rps is None:
+                        continue
+                    w(f"| {key} | {r} | {t} | {fmt(cpu, 2)} | {fmt(rps, 0)} |")
+        w("")
+        w("</details>")
     print("\n".join(out))
 
 
 def main():
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "h2load":
-        parse_h2load(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None)
+        parse_h2load(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None,
+                     sys.argv[4] if len(sys.argv) > 4 else None)
     elif cmd == "wrk":
         parse_wrk(sys.argv[2])
     elif cmd == "table":
         table(sys.argv[2], sys.argv[3])
+    elif cmd == "protocols":
+        protocols(sys.argv[2], sys.argv[3])
     elif cmd == "minrps":
         # minrps RAW target... -> min over targets of the median closed-loop rps
         data = load_raw(sys.argv[2])

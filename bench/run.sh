@@ -17,6 +17,8 @@
 #                               h2c (prior knowledge), tls-h1 (https, ALPN
 #                               http/1.1), tls-h2 (https, ALPN h2)
 #   BENCH_STREAMS [10]          concurrent streams per connection for h2c/tls-h2 (h2load -m)
+#   BENCH_TLS13_CIPHERS [TLS_AES_128_GCM_SHA256]  the TLS 1.3 suites h2load offers (so
+#                               every proxy negotiates the same one)
 #   BENCH_ROUNDS [3]            rounds; medians are reported
 #   BENCH_REQUESTS [200000]     requests per closed-loop run (h2load -n)
 #   BENCH_CONNS [50]            connections for the closed-loop runs
@@ -60,6 +62,7 @@ fi
 RESULTS_DIR=${BENCH_RESULTS_DIR:-$ROOT/bench/results}
 REQ_PATH=/api/v1/embed
 STREAMS=${BENCH_STREAMS:-10}
+TLS13_CIPHERS=${BENCH_TLS13_CIPHERS:-TLS_AES_128_GCM_SHA256}
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -275,7 +278,9 @@ if want_tls; then
   cat "$WORK/tls/cert.pem" "$WORK/tls/key.pem" >"$WORK/tls/haproxy.pem"
   HAPROXY_BINDS+="  bind 127.0.0.1:$P_HAPROXY_TLS ssl crt $WORK/tls/haproxy.pem alpn h2,http/1.1"$'\n'
   NGINX_LISTENS+="    listen 127.0.0.1:$P_NGINX_TLS ssl http2 backlog=4096;"$'\n'
-  NGINX_TLS="    ssl_certificate $WORK/tls/cert.pem;
+  # nginx 1.22 leaves TLS 1.3 off unless asked; the others offer 1.2 and 1.3
+  NGINX_TLS="    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_certificate $WORK/tls/cert.pem;
     ssl_certificate_key $WORK/tls/key.pem;"
   VEER_TLS_LISTENER=",
    {\"name\": \"https\", \"address\": \"127.0.0.1:$P_VEER_TLS\",
@@ -428,6 +433,12 @@ rotate() { # rotate ROUND ITEMS...: the items, starting at offset ROUND-1
   for ((i = 0; i < n; i++)); do echo "${items[$(((i + r - 1) % n))]}"; done
 }
 
+secs() { # "10s" / "500ms" / "1m" -> seconds
+  python3 -c "
+import re, sys; m = re.fullmatch(r'([\d.]+)(ms|s|m)?', sys.argv[1]); v = float(m.group(1))
+print(v / 1000 if m.group(2) == 'ms' else v * 60 if m.group(2) == 'm' else v)" "$1"
+}
+
 NOTES=()
 RATE=0 RPS_PER_CONN=0 RATE_NOTE="-" # the open loop is part of the h1 rows only
 # ================================================================ h1 rows
@@ -488,11 +499,6 @@ if want h1; then
   fi
   RPS_PER_CONN=$(python3 -c "print(round($RATE / $LAT_CONNS, 2))")
   log "open loop at $RATE req/s over $LAT_CONNS connections (bench/oload.c: fixed schedule, latency from the due time)"
-  secs() { # "10s" / "500ms" / "1m" -> seconds
-    python3 -c "
-  import re, sys; m = re.fullmatch(r'([\d.]+)(ms|s|m)?', sys.argv[1]); v = float(m.group(1))
-  print(v / 1000 if m.group(2) == 'ms' else v * 60 if m.group(2) == 'm' else v)" "$1"
-  }
   lat_secs=$(secs "$LAT_DURATION")
   lat_warm=$(secs "$LAT_WARMUP")
   for r in $(seq 1 "$ROUNDS"); do
@@ -532,12 +538,14 @@ purl() { # purl PROTO TARGET
   esac
 }
 
-h2load_args() { # h2load_args PROTO: the flags that select the protocol
+h2load_args() { # h2load_args PROTO: the flags that select the protocol (and TLS suite)
   case $1 in
-    tls-h1) echo "--h1" ;;
-    *) echo "-m $STREAMS" ;;
+    h2c) echo "-m $STREAMS" ;;
+    tls-h1) echo "--h1 --tls13-ciphers=$TLS13_CIPHERS" ;;
+    tls-h2) echo "-m $STREAMS --tls13-ciphers=$TLS13_CIPHERS" ;;
   esac
 }
+declare -A TLSNEG=() # "PROTO TARGET" -> the TLS version and cipher h2load reported
 
 alpn_of() { # alpn_of PROTO: the application protocol h2load must report
   case $1 in
@@ -606,6 +614,10 @@ for proto in "${H2_PROTOCOLS[@]}"; do
       fi
       read -r rps done_n <<<"$parsed"
       cpu=$(python3 -c "print(($after - $before) / $CLK_TCK / $done_n * 1e6)")
+      if [ "$proto" != h2c ]; then
+        TLSNEG["$proto $t"]=$(awk -F': ' '$1 == "TLS Protocol" { v = $2 } $1 == "Cipher" { c = $2 }
+          END { print v " " c }' "$out")
+      fi
       record "$proto" "$r" "$t" rps "$rps"
       record "$proto" "$r" "$t" cpu_us "$cpu"
       log "round $r $proto $t: $(printf '%.0f' "$rps") req/s, $(printf '%.2f' "$cpu") µs CPU/req ($((after - before)) ticks)"
@@ -639,13 +651,15 @@ for k in "${!SKIPPED[@]}"; do printf '%s\t%s\n' "$k" "${SKIPPED[$k]}" >>"$WORK/s
 for n in "${NOTES[@]}"; do printf '%s\n' "$n" >>"$WORK/notes.txt"; done
 : >"$WORK/pskip.tsv"
 for k in "${!PSKIP[@]}"; do printf '%s\t%s\t%s\n' "${k% *}" "${k#* }" "${PSKIP[$k]}" >>"$WORK/pskip.tsv"; done
+: >"$WORK/tlsneg.tsv"
+for k in "${!TLSNEG[@]}"; do printf '%s\t%s\t%s\n' "${k% *}" "${k#* }" "${TLSNEG[$k]}" >>"$WORK/tlsneg.tsv"; done
 M_TS=$TS M_COMMIT=$commit M_VEER_VERSION=$VEER_VERSION M_MACHINE=$machine M_TOOLS=$tools \
 M_PATH=$REQ_PATH M_BODY_BYTES=$BODY_BYTES M_REQUESTS=$REQUESTS M_CONNS=$CONNS \
 M_WRK_DURATION=$WRK_DURATION M_LAT_CONNS=$LAT_CONNS M_LAT_DURATION=$LAT_DURATION \
 M_LAT_WARMUP=$LAT_WARMUP M_RATE=$RATE M_RPS_PER_CONN=$RPS_PER_CONN M_RATE_NOTE=$RATE_NOTE \
 M_ROUNDS=$ROUNDS M_PIN=$pin_desc M_PROTOCOLS="${PROTOCOLS[*]}" M_STREAMS=$STREAMS \
 M_LOAD_START=$LOAD_START M_LOAD_END=$LOAD_END \
-python3 - "$META" "$WORK/skipped.tsv" "$WORK/notes.txt" "$WORK/pskip.tsv" <<'EOF'
+python3 - "$META" "$WORK/skipped.tsv" "$WORK/notes.txt" "$WORK/pskip.tsv" "$WORK/tlsneg.tsv" <<'EOF'
 import json, os, sys
 e = lambda k: os.environ["M_" + k]
 skipped = dict(l.rstrip("\n").split("\t", 1) for l in open(sys.argv[2]) if "\t" in l)
@@ -655,6 +669,11 @@ for l in open(sys.argv[4]):
     parts = l.rstrip("\n").split("\t", 2)
     if len(parts) == 3:
         pskip.setdefault(parts[0], {})[parts[1]] = parts[2]
+tlsneg = {}
+for l in open(sys.argv[5]):
+    parts = l.rstrip("\n").split("\t", 2)
+    if len(parts) == 3:
+        tlsneg.setdefault(parts[0], {})[parts[1]] = parts[2]
 meta = {
     "timestamp": e("TS"), "commit": e("COMMIT"), "veer_version": e("VEER_VERSION"),
     "machine": e("MACHINE"), "tools": e("TOOLS"), "path": e("PATH"),
@@ -665,6 +684,7 @@ meta = {
     "rounds": int(e("ROUNDS")), "pin": e("PIN"), "skipped": skipped, "notes": notes,
     "protocols": e("PROTOCOLS").split(), "streams": int(e("STREAMS")),
     "load_start": e("LOAD_START"), "load_end": e("LOAD_END"), "protocol_skipped": pskip,
+    "tls_negotiated": tlsneg,
 }
 json.dump(meta, open(sys.argv[1], "w"), indent=1)
 EOF

@@ -10,6 +10,7 @@
 #include <sys/queue.h>
 
 #include <event2/buffer.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -34,6 +35,7 @@ typedef struct call_s {
 
 struct veer_webhooks_s {
     struct event_base *base;
+    struct evdns_base *dns; /* webhook host names resolve without blocking the main loop */
     LIST_HEAD(, call_s) calls;
     size_t inflight;
     uint64_t refused;
@@ -81,7 +83,7 @@ static int attempt(call_t *c)
     struct timeval tv = {(time_t)(c->timeout_ms / 1000), (suseconds_t)(c->timeout_ms % 1000) * 1000};
     char hostport[300];
 
-    c->conn = evhttp_connection_base_new(c->owner->base, NULL, c->host, (unsigned short)c->port);
+    c->conn = evhttp_connection_base_new(c->owner->base, c->owner->dns, c->host, (unsigned short)c->port);
     if (c->conn == NULL)
         return -1;
     evhttp_connection_set_timeout_tv(c->conn, &tv);
@@ -173,6 +175,13 @@ veer_webhooks_t *veer_webhooks_new(struct event_base *base)
         return NULL;
     wh->base = base;
     LIST_INIT(&wh->calls);
+    wh->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (wh->dns == NULL) /* no resolv.conf: the hosts file only */
+        wh->dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (wh->dns == NULL) {
+        free(wh);
+        return NULL;
+    }
     return wh;
 }
 
@@ -185,6 +194,7 @@ void veer_webhooks_free(veer_webhooks_t *wh)
         LIST_REMOVE(c, link);
         call_free(c);
     }
+    evdns_base_free(wh->dns, 0);
     free(wh);
 }
 
