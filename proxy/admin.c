@@ -25,6 +25,7 @@
 
 #include "controller.h"
 #include "metrics.h"
+#include "peers.h"
 #include "resilience.h"
 #include "stats.h"
 
@@ -416,6 +417,8 @@ static void handle_status(admin_call_t *call)
     for (size_t i = 0; i < cfg->cluster_count; i++)
         cJSON_AddItemToArray(clusters, cluster_json(snap, i, admin->rt->worker_count));
     veer_snapshot_release(snap);
+    cJSON *peers = admin->hooks.canary != NULL ? veer_controller_peers_json(admin->hooks.canary) : NULL;
+    cJSON_AddItemToObject(body, "peers", peers != NULL ? peers : cJSON_CreateArray());
     reply_json(call, 200, body);
 }
 
@@ -527,6 +530,7 @@ typedef struct weights_request_s {
     int64_t *weights;
     size_t count;
     uint64_t if_generation;
+    uint64_t generation; /* a leader's change (config "peers"); 0: none */
     bool force;
 } weights_request_t;
 
@@ -596,7 +600,7 @@ static int parse_weights_object(const cJSON *weights, weights_request_t *wr, cha
 /* A bit per key the body may hold, 0 for any other key. */
 static unsigned body_key_bit(const char *key)
 {
-    static const char *const keys[] = {"weights", "if_generation", "force"};
+    static const char *const keys[] = {"weights", "if_generation", "force", "generation"};
 
     for (unsigned i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (strcmp(key, keys[i]) == 0)
@@ -625,6 +629,12 @@ static int parse_weights_fields(const cJSON *doc, weights_request_t *wr, char *e
                 return -1;
             }
             wr->if_generation = (uint64_t)generation;
+        } else if (strcmp(item->string, "generation") == 0) {
+            if (!json_whole_number(item, ADMIN_GENERATION_MAX, &generation) || generation < 1) {
+                snprintf(err, errlen, "generation: must be a positive integer");
+                return -1;
+            }
+            wr->generation = (uint64_t)generation;
         } else if (strcmp(item->string, "force") == 0) {
             if (!cJSON_IsBool(item)) {
                 snprintf(err, errlen, "force: must be true or false");
@@ -638,6 +648,10 @@ static int parse_weights_fields(const cJSON *doc, weights_request_t *wr, char *e
     }
     if (weights == NULL) {
         snprintf(err, errlen, "weights: required");
+        return -1;
+    }
+    if (wr->generation != 0 && wr->if_generation != 0) {
+        snprintf(err, errlen, "generation and if_generation cannot be combined");
         return -1;
     }
     return parse_weights_object(weights, wr, err, errlen);
@@ -738,6 +752,9 @@ static void handle_weights_put(admin_call_t *call)
 
     call->change = cJSON_CreateObject();
     cJSON_AddStringToObject(call->change, "route", call->name);
+    /* tells a leader whose peer list names this replica that it is talking to itself */
+    evhttp_add_header(evhttp_request_get_output_headers(call->req), VEER_PEERS_INSTANCE_HEADER,
+                      veer_peers_instance());
     if (!route_exists(call))
         return;
     if (parse_weights_request(call->req, &wr, err, sizeof err) != 0) {
@@ -757,13 +774,21 @@ static void handle_weights_put(admin_call_t *call)
         cJSON_AddBoolToObject(call->change, "canary_aborted", true);
         veer_controller_release(canary, call->name);
     }
-    int rc = veer_runtime_set_weights(call->admin->rt, call->name, wr.names, wr.weights, wr.count,
-                                      wr.if_generation, &generation, err, sizeof err);
+    /* with "generation" the change comes from a leader: adopted, never passed on */
+    bool from_leader = wr.generation != 0;
+    if (from_leader)
+        cJSON_AddNumberToObject(call->change, "leader_generation", (double)wr.generation);
+    int rc = from_leader ? veer_runtime_adopt_weights(call->admin->rt, call->name, wr.names, wr.weights, wr.count,
+                                                      wr.generation, &generation, err, sizeof err)
+                         : veer_runtime_set_weights(call->admin->rt, call->name, wr.names, wr.weights, wr.count,
+                                                    wr.if_generation, &generation, err, sizeof err);
     weights_request_clear(&wr);
     if (rc != VEER_RT_OK) {
         reply_error(call, runtime_error_status(rc), err[0] != '\0' ? err : "weights not applied");
         return;
     }
+    if (!from_leader && canary != NULL)
+        veer_controller_weights_changed(canary, call->name);
     call->has_generation = true;
     call->generation = generation;
     reply_weights_applied(call, generation);

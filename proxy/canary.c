@@ -923,6 +923,25 @@ int veer_canary_pause(veer_canary_run_t *run, uint64_t now_ms, veer_canary_updat
     return run_verb(run, verb_pause, now_ms, out, err, errlen);
 }
 
+int veer_canary_pause_because(veer_canary_run_t *run, const char *why, uint64_t now_ms, veer_canary_update_t *out,
+                              char *err, size_t errlen)
+{
+    veer_canary_update_t scratch;
+    shape_t before;
+    if (!out)
+        out = &scratch;
+    update_begin(run, out, &before);
+    int rc = refuse_unless_active(run, err, errlen);
+    if (rc == VEER_CANARY_OK && run->phase == VEER_CANARY_PAUSED) {
+        fail_with(err, errlen, "already paused");
+        rc = VEER_CANARY_ESTATE;
+    }
+    if (rc == VEER_CANARY_OK)
+        pause_run(run, now_ms, out, NULL, why);
+    update_end(run, out, &before);
+    return rc;
+}
+
 int veer_canary_resume(veer_canary_run_t *run, uint64_t now_ms, veer_canary_update_t *out, char *err, size_t errlen)
 {
     return run_verb(run, verb_resume, now_ms, out, err, errlen);

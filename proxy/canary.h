@@ -226,6 +226,9 @@ int veer_canary_tick(veer_canary_run_t *run, const veer_canary_window_t *canary,
  * progress", "already paused", ...) when the phase does not allow it. promote
  * skips the rest of the analysis and any confirm_promotion gate. */
 int veer_canary_pause(veer_canary_run_t *run, uint64_t now_ms, veer_canary_update_t *out, char *err, size_t errlen);
+/* pause with the controller's own reason (e.g. "peer ADDR unreachable"). */
+int veer_canary_pause_because(veer_canary_run_t *run, const char *why, uint64_t now_ms, veer_canary_update_t *out,
+                              char *err, size_t errlen);
 int veer_canary_resume(veer_canary_run_t *run, uint64_t now_ms, veer_canary_update_t *out, char *err, size_t errlen);
 int veer_canary_promote(veer_canary_run_t *run, uint64_t now_ms, veer_canary_update_t *out, char *err,
                         size_t errlen);

@@ -877,6 +877,65 @@ static void parse_admin(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root,
     }
 }
 
+/* "host:port" or "[v6]:port" with a port in 1..65535; the host may be a
+ * name (a pod's DNS name), resolved when a change is sent. */
+static bool valid_peer_address(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s || colon[1] == '\0' || strlen(colon + 1) > 5)
+        return false;
+    if (s[0] == '[' && colon[-1] != ']')
+        return false;
+    unsigned long port = 0;
+    for (const char *c = colon + 1; *c; c++) {
+        if (!is_digit(*c))
+            return false;
+        port = port * 10 + (unsigned long)(*c - '0');
+    }
+    for (const char *c = s; c < colon; c++)
+        if (*c == '/' || *c == ' ' || *c == '@')
+            return false;
+    return port >= 1 && port <= 65535;
+}
+
+static void parse_peers(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
+{
+    static const char *const keys[] = {"admins", "token_file", "timeout", "retries", NULL};
+    const cJSON *obj = read_object(ctx, root, at, "peers", F_NULLABLE, keys);
+    jpath_t p = path_key(at, "peers");
+    veer_peers_config_t *out = &cfg->peers;
+    out->timeout_ms = read_duration(ctx, obj, &p, "timeout", 1, 2000);
+    out->retries = (uint32_t)read_uint(ctx, obj, &p, "retries", 0, 100, 3);
+    out->token_file = read_string(ctx, obj, &p, "token_file", F_NULLABLE, NULL);
+    const cJSON *array = read_array(ctx, obj, &p, "admins", obj != NULL ? F_REQUIRED : 0);
+    if (array == NULL)
+        return;
+    jpath_t ap = path_key(&p, "admins");
+    if (cJSON_GetArraySize(array) > VEER_PEERS_MAX) {
+        add_error(ctx, &ap, "at most %d peers, got %d", VEER_PEERS_MAX, cJSON_GetArraySize(array));
+        return;
+    }
+    out->admins = alloc_items(ctx, &ap, array, sizeof *out->admins, &out->admin_count);
+    if (out->admins == NULL)
+        return;
+    size_t i = 0;
+    char got[64];
+    for (const cJSON *item = array->child; item; item = item->next, i++) {
+        jpath_t ip = path_index(&ap, i);
+        if (!cJSON_IsString(item) || !valid_peer_address(item->valuestring)) {
+            add_error(ctx, &ip, "expected a peer's admin address \"host:port\", got %s",
+                      describe(item, got, sizeof got));
+            continue;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (out->admins[j] != NULL && strcmp(out->admins[j], item->valuestring) == 0)
+                add_error(ctx, &ip, "duplicate peer \"%s\" (also admins[%zu])", item->valuestring, j);
+        if (cfg->admin.address != NULL && strcmp(cfg->admin.address, item->valuestring) == 0)
+            add_error(ctx, &ip, "\"%s\" is this replica's own admin.address", item->valuestring);
+        out->admins[i] = dup_string(ctx, &ip, item->valuestring);
+    }
+}
+
 static void parse_access_log(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
 {
     static const char *const keys[] = {"path", "format", "buffer_bytes", NULL};
@@ -1652,7 +1711,7 @@ static const char *const canary_keys[] = {"stable", "canary", "mode", "interval"
                                           "max_weight", "promotion_step_weight", "threshold", "min_requests",
                                           "iterations", "mirror_iterations", "max_inconclusive", "success_rate_min",
                                           "p99_max", "compare_to_stable", "confidence", "p99_ratio_max", "match",
-                                          "webhooks", NULL};
+                                          "webhooks", "source", NULL};
 
 /* What a canary block's absent keys mean (config/README.md). */
 static const veer_canary_config_t canary_defaults = {
@@ -1948,6 +2007,10 @@ static void parse_canary_body(parse_ctx_t *ctx, const veer_config_t *cfg, const 
     out->compare_to_stable = read_bool(ctx, obj, at, "compare_to_stable", out->compare_to_stable);
     out->confidence = read_number(ctx, obj, at, "confidence", 0.5, true, 0.999999, out->confidence);
     out->p99_ratio_max = read_number(ctx, obj, at, "p99_ratio_max", 1.0, false, 100, out->p99_ratio_max);
+    if (lookup(obj, "source") != NULL) {
+        jpath_t sp = path_key(at, "source");
+        add_error(ctx, &sp, "source: prometheus is not supported yet; analysis uses this replica's own stats");
+    }
     parse_canary_match(ctx, obj, at, out);
     parse_canary_webhooks(ctx, obj, at, out);
     check_canary_mode(ctx, obj, at, out);
@@ -2043,8 +2106,8 @@ static void parse_routes(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root
 
 static void build_config(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root)
 {
-    static const char *const keys[] = {"workers", "listeners", "admin", "state_file", "access_log", "trace", "limits",
-                                       "stats", "clusters", "routes", NULL};
+    static const char *const keys[] = {"workers", "listeners", "admin", "peers", "state_file", "access_log", "trace",
+                                       "limits", "stats", "clusters", "routes", NULL};
     jpath_t at = {{0}};
     char got[64];
     if (!cJSON_IsObject(root)) {
@@ -2055,6 +2118,7 @@ static void build_config(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root
     parse_workers(ctx, cfg, root, &at);
     parse_listeners(ctx, cfg, root, &at);
     parse_admin(ctx, cfg, root, &at);
+    parse_peers(ctx, cfg, root, &at);
     cfg->state_file = read_string(ctx, root, &at, "state_file", F_NULLABLE, NULL);
     parse_access_log(ctx, cfg, root, &at);
     parse_trace(ctx, cfg, root, &at);
@@ -2282,6 +2346,10 @@ void veer_config_free(veer_config_t *cfg)
     free(cfg->listeners);
     free(cfg->admin.address);
     free(cfg->admin.token_file);
+    for (size_t i = 0; i < cfg->peers.admin_count; i++)
+        free(cfg->peers.admins[i]);
+    free(cfg->peers.admins);
+    free(cfg->peers.token_file);
     free(cfg->state_file);
     free(cfg->access_log.path);
     free(cfg->stats.histogram_buckets_us);

@@ -49,6 +49,17 @@ typedef struct veer_admin_config_s {
     bool protect_reads; /* default false */
 } veer_admin_config_t;
 
+/* peers: the other replicas' admin APIs, to which this replica's weight
+ * changes are applied with the same generation (peers.h). */
+#define VEER_PEERS_MAX 32
+typedef struct veer_peers_config_s {
+    char **admins;      /* "host:port" each; admin_count 0: no peers */
+    size_t admin_count;
+    char *token_file;   /* bearer token presented to the peers; NULL: none */
+    uint64_t timeout_ms; /* per attempt, default 2s */
+    uint32_t retries;   /* attempts after the first before a peer counts as unreachable, default 3 */
+} veer_peers_config_t;
+
 /* limits.http2: the HTTP/2 downstream's SETTINGS and attack budgets (h2.c). */
 typedef struct veer_http2_limits_s {
     uint32_t max_concurrent_streams;  /* default 100: SETTINGS_MAX_CONCURRENT_STREAMS */
@@ -309,6 +320,7 @@ typedef struct veer_config_s {
     veer_listener_config_t *listeners;
     size_t listener_count;
     veer_admin_config_t admin;
+    veer_peers_config_t peers;
     char *state_file;  /* NULL: no persistence */
     veer_access_log_config_t access_log;
     veer_trace_config_t trace;

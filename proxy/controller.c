@@ -15,6 +15,7 @@
 #include "canary.h"
 #include "histogram.h"
 #include "log.h"
+#include "peers.h"
 #include "state.h"
 #include "stats.h"
 #include "webhook.h"
@@ -39,6 +40,7 @@ struct veer_controller_s {
     struct event_base *base;
     veer_runtime_t *rt;
     veer_webhooks_t *hooks;
+    veer_peers_t *peers; /* the other replicas, told of every weight change */
     entry_t **entries;
     size_t count;
 };
@@ -319,6 +321,8 @@ static void apply(entry_t *e, const veer_canary_update_t *up, bool set_weights)
                                up->stable_weight, up->canary, up->canary_weight, err);
             else
                 persisted = true;
+            if (persisted)
+                veer_peers_weights_changed(ctl->peers, e->route);
         }
     }
     if (up->ab_match_changed) {
@@ -342,6 +346,35 @@ static void apply(entry_t *e, const veer_canary_update_t *up, bool set_weights)
     schedule(e);
 }
 
+/* A run that would move weights while a replica is out of sync pauses
+ * instead: no step, and above all no promotion, that some replica missed. */
+static bool pause_with(entry_t *e, const char *why)
+{
+    veer_canary_update_t up;
+    char err[256];
+
+    if (e->run.phase != VEER_CANARY_PROGRESSING && e->run.phase != VEER_CANARY_PROMOTING)
+        return false;
+    if (veer_canary_pause_because(&e->run, why, now_ms(), &up, err, sizeof err) != VEER_CANARY_OK)
+        return false;
+    veer_log_warn("canary %s: paused: %s", e->route, why);
+    apply(e, &up, true);
+    return true;
+}
+
+static bool pause_for_peers(entry_t *e)
+{
+    char why[VEER_CANARY_TEXT_CAP];
+    return veer_peers_failing(e->ctl->peers, why, sizeof why) && pause_with(e, why);
+}
+
+static void on_peer_failed(void *arg, const char *why)
+{
+    veer_controller_t *ctl = arg;
+    for (size_t i = 0; i < ctl->count; i++)
+        pause_with(ctl->entries[i], why);
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     entry_t *e = arg;
@@ -354,6 +387,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
 
+    if (pause_for_peers(e)) {
+        free(cur);
+        free(scratch);
+        return;
+    }
     if (cur == NULL || scratch == NULL) {
         veer_log_error("canary %s: out of memory for the analysis; retrying in a second", e->route);
         free(cur);
@@ -540,6 +578,16 @@ int veer_controller_get(veer_controller_t *ctl, const char *route, cJSON **reply
     return 200;
 }
 
+void veer_controller_weights_changed(veer_controller_t *ctl, const char *route)
+{
+    veer_peers_weights_changed(ctl->peers, route);
+}
+
+cJSON *veer_controller_peers_json(veer_controller_t *ctl)
+{
+    return veer_peers_status_json(ctl->peers);
+}
+
 bool veer_controller_owns(const veer_controller_t *ctl, const char *route)
 {
     const entry_t *e = find_entry(ctl, route);
@@ -638,6 +686,7 @@ void veer_controller_write_metrics(const veer_controller_t *ctl, veer_prom_buf_t
     veer_prom_family(b, "veer_canary_webhooks_refused_total", "counter",
                      "Webhook calls refused because too many were in flight.");
     veer_prom_sample_u64(b, "veer_canary_webhooks_refused_total", NULL, 0, veer_webhooks_refused(ctl->hooks));
+    veer_peers_write_metrics(ctl->peers, b);
 }
 
 /* ---- state file ------------------------------------------------------------------ */
@@ -742,7 +791,10 @@ static void restore_all(veer_controller_t *ctl)
 veer_controller_t *veer_controller_new(struct event_base *base, veer_runtime_t *rt, char *err, size_t errlen)
 {
     veer_controller_t *ctl = calloc(1, sizeof *ctl);
-    if (ctl == NULL || (ctl->hooks = veer_webhooks_new(base)) == NULL) {
+    if (ctl == NULL || (ctl->hooks = veer_webhooks_new(base)) == NULL ||
+        (ctl->peers = veer_peers_new(base, rt, on_peer_failed, ctl)) == NULL) {
+        if (ctl != NULL)
+            veer_webhooks_free(ctl->hooks);
         free(ctl);
         snprintf(err, errlen, "canary controller: out of memory");
         return NULL;
@@ -769,5 +821,6 @@ void veer_controller_free(veer_controller_t *ctl)
     }
     free(ctl->entries);
     veer_webhooks_free(ctl->hooks);
+    veer_peers_free(ctl->peers);
     free(ctl);
 }

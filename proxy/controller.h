@@ -34,6 +34,13 @@ int veer_controller_start(veer_controller_t *ctl, const char *route, const cJSON
 int veer_controller_command(veer_controller_t *ctl, const char *route, const char *verb, cJSON **reply);
 int veer_controller_get(veer_controller_t *ctl, const char *route, cJSON **reply);
 
+/* route's weights were changed by an operator on this replica: apply the
+ * change to the peers (config "peers"), as every change of a run is. */
+void veer_controller_weights_changed(veer_controller_t *ctl, const char *route);
+/* /v1/status's "peers": each peer's admin, last_generation_acked, last_error,
+ * lag; an empty array without peers. */
+cJSON *veer_controller_peers_json(veer_controller_t *ctl);
+
 /* A run owns route's weights (PUT weights answers 423 unless forced). */
 bool veer_controller_owns(const veer_controller_t *ctl, const char *route);
 /* The forced weight change: abort the run (it is rolled back) without

@@ -3,6 +3,7 @@
  * threshold state machine. Hosts are kept sorted by endpoint id. */
 
 #include "health.h"
+#include "hostset.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -60,28 +61,16 @@ bool veer_health_status_expected(const veer_status_range_t *ranges, size_t count
     return false;
 }
 
-/* splitmix64: a full-period sequence from any seed, 0 included. */
+_Static_assert(offsetof(host_t, id) == 0, "hostset.h finds hosts by a leading id");
+
 static uint64_t next_random(veer_health_t *hc)
 {
-    uint64_t z = (hc->rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return veer_hostset_random(&hc->rng);
 }
 
 static host_t *find_host(const veer_health_t *hc, uint32_t id)
 {
-    size_t lo = 0, hi = hc->host_count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (hc->hosts[mid].id == id)
-            return &hc->hosts[mid];
-        if (hc->hosts[mid].id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    return veer_hostset_find(hc->hosts, hc->host_count, sizeof *hc->hosts, id);
 }
 
 static bool host_routable(const veer_health_t *hc, const host_t *h)
@@ -131,33 +120,16 @@ void veer_health_reconfigure(veer_health_t *hc, const veer_health_check_config_t
     copy_config(hc, cfg);
 }
 
-static int compare_ids(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
 int veer_health_sync(veer_health_t *hc, const uint32_t *ids, size_t count, uint64_t now_ms)
 {
-    if (count > VEER_HEALTH_MAX_HOSTS || (count && !ids))
-        return -EINVAL;
-    size_t alloc = count ? count : 1;
-    uint32_t *sorted = malloc(alloc * sizeof *sorted);
-    host_t *hosts = calloc(alloc, sizeof *hosts);
-    if (!sorted || !hosts) {
+    uint32_t *sorted;
+    int rc = veer_hostset_sorted_ids(ids, count, VEER_HEALTH_MAX_HOSTS, &sorted);
+    if (rc)
+        return rc;
+    host_t *hosts = calloc(count ? count : 1, sizeof *hosts);
+    if (!hosts) {
         free(sorted);
-        free(hosts);
         return -ENOMEM;
-    }
-    if (count)
-        memcpy(sorted, ids, count * sizeof *sorted);
-    qsort(sorted, count, sizeof *sorted, compare_ids);
-    for (size_t i = 0; i < count; i++) {
-        if (sorted[i] == 0 || (i > 0 && sorted[i] == sorted[i - 1])) {
-            free(sorted);
-            free(hosts);
-            return -EINVAL;
-        }
     }
     for (size_t i = 0; i < count; i++) {
         const host_t *old = find_host(hc, sorted[i]);

@@ -4,6 +4,7 @@
  * lock-free queue that carries results from the workers to the owner. */
 
 #include "outlier.h"
+#include "hostset.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -82,28 +83,16 @@ veer_outlier_result_t veer_outlier_result_from_status(int status)
     return status >= 500 && status <= 599 ? VEER_OUTLIER_5XX : VEER_OUTLIER_SUCCESS;
 }
 
-/* splitmix64: a full-period sequence from any seed, 0 included. */
+_Static_assert(offsetof(host_t, id) == 0, "hostset.h finds hosts by a leading id");
+
 static uint64_t next_random(veer_outlier_t *det)
 {
-    uint64_t z = (det->rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return veer_hostset_random(&det->rng);
 }
 
 static host_t *find_host(const veer_outlier_t *det, uint32_t id)
 {
-    size_t lo = 0, hi = det->host_count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (det->hosts[mid].id == id)
-            return &det->hosts[mid];
-        if (det->hosts[mid].id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    return veer_hostset_find(det->hosts, det->host_count, sizeof *det->hosts, id);
 }
 
 static uint32_t healthy_count(const veer_outlier_t *det)
@@ -308,36 +297,20 @@ void veer_outlier_reconfigure(veer_outlier_t *det, const veer_outlier_options_t 
     update_panic(det);
 }
 
-static int compare_ids(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
 int veer_outlier_sync(veer_outlier_t *det, const uint32_t *ids, size_t count, uint64_t now_ms)
 {
-    if (count > VEER_OUTLIER_MAX_HOSTS || (count && !ids))
-        return -EINVAL;
+    uint32_t *sorted;
+    int rc = veer_hostset_sorted_ids(ids, count, VEER_OUTLIER_MAX_HOSTS, &sorted);
+    if (rc)
+        return rc;
     size_t alloc = count ? count : 1;
-    uint32_t *sorted = malloc(alloc * sizeof *sorted);
     host_t *hosts = calloc(alloc, sizeof *hosts);
     candidate_t *scratch = calloc(alloc, sizeof *scratch);
-    if (!sorted || !hosts || !scratch) {
+    if (!hosts || !scratch) {
         free(sorted);
         free(hosts);
         free(scratch);
         return -ENOMEM;
-    }
-    if (count)
-        memcpy(sorted, ids, count * sizeof *sorted);
-    qsort(sorted, count, sizeof *sorted, compare_ids);
-    for (size_t i = 0; i < count; i++) {
-        if (sorted[i] == 0 || (i > 0 && sorted[i] == sorted[i - 1])) {
-            free(sorted);
-            free(hosts);
-            free(scratch);
-            return -EINVAL;
-        }
     }
     uint32_t ejected = 0;
     for (size_t i = 0; i < count; i++) {

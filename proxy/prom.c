@@ -422,38 +422,59 @@ void veer_prom_write_failures(veer_prom_buf_t *b, const veer_stats_t *st, const 
     write_series_counters(b, st, layout, "veer_request_failures_total", "reason", false);
 }
 
+/* What writing a family of histograms from the stats needs: the `le`
+ * texts, a label buffer, a view to read series into, cumulative counts. */
+typedef struct hist_scratch_s {
+    le_texts_t t;
+    veer_prom_buf_t lb;
+    veer_stats_view_t *v;
+    uint64_t cumulative[VEER_PROM_MAX_BUCKETS];
+} hist_scratch_t;
+
+/* false (b marked overflowed, nothing left to free) when out of memory. */
+static bool hist_scratch_init(hist_scratch_t *sc, veer_prom_buf_t *b, const uint64_t *les_us, size_t nle)
+{
+    sc->t = (le_texts_t){0};
+    veer_prom_buf_init(&sc->lb, b->max);
+    sc->v = view_new();
+    if (!sc->v || !le_texts_init(&sc->t, les_us, nle)) {
+        b->overflow = true;
+        free(sc->v);
+        le_texts_free(&sc->t);
+        return false;
+    }
+    return true;
+}
+
+static void hist_scratch_free(hist_scratch_t *sc)
+{
+    free(sc->v);
+    le_texts_free(&sc->t);
+    veer_prom_buf_free(&sc->lb);
+}
+
 /* One histogram per (route, cluster) series with data. */
 static void write_series_histograms(veer_prom_buf_t *b, const veer_stats_t *st, const veer_stats_layout_t *l,
                                     const char *name, unsigned what, const uint64_t *les_us, size_t nle)
 {
-    le_texts_t t = {0};
-    veer_prom_buf_t lb;
-    veer_prom_buf_init(&lb, b->max);
-    veer_stats_view_t *v = view_new();
-    uint64_t cumulative[VEER_PROM_MAX_BUCKETS];
-    if (!v || !le_texts_init(&t, les_us, nle)) {
-        b->overflow = true;
-        free(v);
-        le_texts_free(&t);
+    hist_scratch_t sc;
+    if (!hist_scratch_init(&sc, b, les_us, nle))
         return;
-    }
-    veer_hist_t *h = what == VEER_STATS_READ_DURATION ? &v->duration : &v->ttfb;
+    veer_hist_t *h = what == VEER_STATS_READ_DURATION ? &sc.v->duration : &sc.v->ttfb;
     FOR_EACH_SERIES(l, r, c)
     {
         if (!veer_stats_has_data(st, l, (int)r, (int)c))
             continue;
         veer_hist_reset(h);
-        veer_stats_read_total(st, l, (int)r, (int)c, what, v);
-        render_series_labels(&lb, l, r, c);
-        if (lb.overflow) {
+        veer_stats_read_total(st, l, (int)r, (int)c, what, sc.v);
+        render_series_labels(&sc.lb, l, r, c);
+        if (sc.lb.overflow) {
             b->overflow = true;
             break;
         }
-        write_histogram(b, name, lb.data, lb.len, h, &t, cumulative);
+        write_histogram(b, name, sc.lb.data, sc.lb.len, h, &sc.t, sc.cumulative);
     }
-    free(v);
-    le_texts_free(&t);
-    veer_prom_buf_free(&lb);
+    hist_scratch_free(&sc);
 }
 
 void veer_prom_write_durations(veer_prom_buf_t *b, const veer_stats_t *st, const veer_stats_layout_t *layout,
@@ -479,40 +500,30 @@ void veer_prom_write_connect_durations(veer_prom_buf_t *b, const veer_stats_t *s
 {
     veer_prom_family(b, "veer_upstream_connect_duration_seconds", "histogram",
                      "Time to set up a new upstream connection, TLS included.");
-    le_texts_t t = {0};
-    veer_prom_buf_t lb;
-    veer_prom_buf_init(&lb, b->max);
-    veer_stats_view_t *v = view_new();
-    uint64_t cumulative[VEER_PROM_MAX_BUCKETS];
-    if (!v || !le_texts_init(&t, les_us, nle)) {
-        b->overflow = true;
-        free(v);
-        le_texts_free(&t);
+    hist_scratch_t sc;
+    if (!hist_scratch_init(&sc, b, les_us, nle))
         return;
-    }
     for (size_t c = 0; c < layout->cluster_count; c++) {
         bool any = false;
-        veer_hist_reset(&v->connect);
+        veer_hist_reset(&sc.v->connect);
         for (size_t r = 0; r <= layout->route_count; r++) {
             if (!veer_stats_has_data(st, layout, (int)r, (int)c))
                 continue;
             any = true;
-            veer_stats_read_total(st, layout, (int)r, (int)c, VEER_STATS_READ_CONNECT, v);
+            veer_stats_read_total(st, layout, (int)r, (int)c, VEER_STATS_READ_CONNECT, sc.v);
         }
         if (!any)
             continue;
         veer_prom_label_t label = {"cluster", layout->cluster_names[c]};
-        render_labels(&lb, &label, 1);
-        if (lb.overflow) {
+        render_labels(&sc.lb, &label, 1);
+        if (sc.lb.overflow) {
             b->overflow = true;
             break;
         }
-        write_histogram(b, "veer_upstream_connect_duration_seconds", lb.data, lb.len, &v->connect, &t,
-                        cumulative);
+        write_histogram(b, "veer_upstream_connect_duration_seconds", sc.lb.data, sc.lb.len, &sc.v->connect,
+                        &sc.t, sc.cumulative);
     }
-    free(v);
-    le_texts_free(&t);
-    veer_prom_buf_free(&lb);
+    hist_scratch_free(&sc);
 }
 
 void veer_prom_write_stats_health(veer_prom_buf_t *b, const veer_stats_t *st)

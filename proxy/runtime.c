@@ -318,8 +318,24 @@ static int persist(veer_snapshot_t *snap, char *err, size_t errlen)
 /* Mutations run on the main thread only (admin, signals, DNS), so a snapshot
  * can be built and persisted outside the lock: the lock only guards the
  * pointer swap that workers read. */
-int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *const *names, const int64_t *weights,
-                             size_t n, uint64_t if_generation, uint64_t *new_generation, char *err, size_t errlen)
+/* The named clusters of route r already have exactly these weights. */
+static bool weights_equal(const veer_snapshot_t *snap, int r, const char *const *names, const int64_t *weights,
+                          size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int at = find_split(&snap->routes[r], veer_config_cluster_index(snap->config, names[i]));
+        int64_t have = at >= 0 ? (int64_t)snap->routes[r].split[at].weight : 0;
+        if (have != weights[i])
+            return false;
+    }
+    return true;
+}
+
+/* adopt 0: the next generation; otherwise that generation, which must be
+ * newer than the current one unless the weights are already these. */
+static int set_weights(veer_runtime_t *rt, const char *route, const char *const *names, const int64_t *weights,
+                       size_t n, uint64_t if_generation, uint64_t adopt, uint64_t *new_generation, char *err,
+                       size_t errlen)
 {
     veer_snapshot_t *cur = veer_runtime_acquire(rt);
     int rc = VEER_RT_EINVAL;
@@ -349,6 +365,20 @@ int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *
             goto out;
         }
     }
+    if (adopt != 0 && adopt <= cur->generation) {
+        if (weights_equal(cur, r, names, weights, n)) {
+            /* a peer's retry of a change this replica already applied */
+            if (new_generation)
+                *new_generation = cur->generation;
+            rc = VEER_RT_OK;
+        } else {
+            snprintf(err, errlen,
+                     "generation %llu is stale: this replica is at generation %llu with different weights",
+                     (unsigned long long)adopt, (unsigned long long)cur->generation);
+            rc = VEER_RT_ESTALE;
+        }
+        goto out;
+    }
     rc = VEER_RT_ENOMEM;
     if ((snap = snapshot_clone(cur)) == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -376,7 +406,7 @@ int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *
         rc = VEER_RT_EINVAL;
         goto out;
     }
-    snap->generation = cur->generation + 1;
+    snap->generation = adopt != 0 ? adopt : cur->generation + 1;
     if (persist(snap, err, errlen) < 0) {
         rc = VEER_RT_ESTATE;
         goto out;
@@ -393,6 +423,19 @@ out:
         snapshot_free(snap);
     veer_snapshot_release(cur);
     return rc;
+}
+
+int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *const *names, const int64_t *weights,
+                             size_t n, uint64_t if_generation, uint64_t *new_generation, char *err, size_t errlen)
+{
+    return set_weights(rt, route, names, weights, n, if_generation, 0, new_generation, err, errlen);
+}
+
+int veer_runtime_adopt_weights(veer_runtime_t *rt, const char *route, const char *const *names,
+                               const int64_t *weights, size_t n, uint64_t generation, uint64_t *new_generation,
+                               char *err, size_t errlen)
+{
+    return set_weights(rt, route, names, weights, n, 0, generation, new_generation, err, errlen);
 }
 
 int veer_runtime_set_ab(veer_runtime_t *rt, const char *route, const char *cluster, veer_key_kind_t kind,

@@ -78,6 +78,16 @@ int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *
                              const int64_t *weights, size_t n, uint64_t if_generation,
                              uint64_t *new_generation, char *err, size_t errlen);
 
+/* A leader's change applied on a peer replica (PUT weights with
+ * "generation"): the weights as in veer_runtime_set_weights, and the weights
+ * generation becomes `generation` when it is newer than the current one, so
+ * every replica shows the same number for the same weights. generation <= the
+ * current one: VEER_RT_OK without a change when the named clusters already
+ * have these weights (a retry), else VEER_RT_ESTALE. */
+int veer_runtime_adopt_weights(veer_runtime_t *rt, const char *route, const char *const *names,
+                               const int64_t *weights, size_t n, uint64_t generation, uint64_t *new_generation,
+                               char *err, size_t errlen);
+
 /* Set (cluster non-NULL) or clear (cluster NULL) a route's A/B match for a
  * canary run: requests whose header or cookie `name` equals `equals` go to
  * cluster whatever the weights. A routing change only: the weights

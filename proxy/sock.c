@@ -144,6 +144,37 @@ static void sock_arm_write(veer_sock_t *s)
     }
 }
 
+static void sock_disarm_write(veer_sock_t *s)
+{
+    if (s->writing) {
+        s->writing = 0;
+        event_del(&s->wr);
+    }
+}
+
+/* All queued bytes reached the kernel (plain or TLS): stop watching for
+ * writability and tell an owner that asked for the drain. */
+static int sock_flushed(veer_sock_t *s)
+{
+    sock_disarm_write(s);
+    if (s->want_drain) {
+        s->want_drain = 0;
+        if (s->cbs->on_drain)
+            s->cbs->on_drain(s, s->arg);
+    }
+    return 0;
+}
+
+/* The outcome of a non-blocking connect, read once the socket is writable. */
+static int connect_error(evutil_socket_t fd)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    return err;
+}
+
 int veer_sock_flush(veer_sock_t *s)
 {
     if (s->fd < 0 || s->failed)
@@ -169,16 +200,7 @@ int veer_sock_flush(veer_sock_t *s)
         event_active(&s->rd, EV_READ, 0);
         return -1;
     }
-    if (s->writing) {
-        s->writing = 0;
-        event_del(&s->wr);
-    }
-    if (s->want_drain) {
-        s->want_drain = 0;
-        if (s->cbs->on_drain)
-            s->cbs->on_drain(s, s->arg);
-    }
-    return 0;
+    return sock_flushed(s);
 }
 
 void veer_sock_want_drain(veer_sock_t *s)
@@ -191,10 +213,7 @@ static void sock_write_cb(evutil_socket_t fd, short what, void *arg)
     veer_sock_t *s = arg;
     s->writing = 0;
     if (s->connecting) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
+        int err = connect_error(fd);
         s->connecting = 0;
         s->cbs->on_connect(s, s->arg, err);
         return; /* the owner flushes or closes */
@@ -318,10 +337,8 @@ static void tls_handshake(veer_sock_t *s)
     int sys_errno = errno;
     if (r == 1) {
         s->handshaking = 0;
-        if (s->writing && evbuffer_get_length(s->out) == 0) {
-            s->writing = 0;
-            event_del(&s->wr);
-        }
+        if (evbuffer_get_length(s->out) == 0)
+            sock_disarm_write(s);
         /* Application data that came with the last flight is in OpenSSL's
          * buffer already, and the kernel will not announce it again. */
         if (SSL_has_pending(s->ssl))
@@ -343,10 +360,7 @@ static void tls_handshake(veer_sock_t *s)
     }
     int err = tls_note_failure(s, e, sys_errno);
     veer_sock_read_disable(s);
-    if (s->writing) {
-        s->writing = 0;
-        event_del(&s->wr);
-    }
+    sock_disarm_write(s);
     s->cbs->on_connect(s, s->arg, err);
 }
 
@@ -447,10 +461,7 @@ static void tls_write_cb(evutil_socket_t fd, short what, void *arg)
     veer_sock_t *s = arg;
     s->writing = 0;
     if (s->connecting) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
+        int err = connect_error(fd);
         s->connecting = 0;
         if (err != 0) {
             s->cbs->on_connect(s, s->arg, err);
@@ -510,16 +521,7 @@ static int tls_flush(veer_sock_t *s)
         event_active(&s->rd, EV_READ, 0);
         return -1;
     }
-    if (s->writing) {
-        s->writing = 0;
-        event_del(&s->wr);
-    }
-    if (s->want_drain) {
-        s->want_drain = 0;
-        if (s->cbs->on_drain)
-            s->cbs->on_drain(s, s->arg);
-    }
-    return 0;
+    return sock_flushed(s);
 }
 
 static void tls_free(veer_sock_t *s, bool rst)

@@ -255,6 +255,17 @@ def start_pods(pods, names=STANDARD_PODS):
         pods[name] = MockPod(name)
 
 
+def pods_for_test(test, *names):
+    """setUp helper: one MockPod per name, each stopped when the test ends
+    (addCleanup, so also when a later setUp step fails)."""
+    pods = []
+    for name in names:
+        pod = MockPod(name)
+        test.addCleanup(pod.stop)
+        pods.append(pod)
+    return pods
+
+
 def cluster_of(pod_name):
     """Pods are named '<cluster>-<n>'."""
     return pod_name.rsplit("-", 1)[0] if pod_name else None
@@ -509,6 +520,35 @@ EMBED_BODY = json.dumps({"text": "hello world", "model": "mini"}).encode()
 
 # ---------------------------------------------------------------- raw HTTP/1.1
 
+class RssSampler:
+    """Samples a Veer's VmRSS every 20 ms while the `with` block runs."""
+
+    def __init__(self, veer):
+        self.veer = veer
+        self.samples = []
+        self.stop_ev = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            try:
+                self.samples.append(self.veer.rss_kb())
+            except OSError:
+                break
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self.t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_ev.set()
+        self.t.join()
+
+    def peak(self):
+        return max(self.samples) if self.samples else 0
+
+
 class Response:
     def __init__(self, version, status, reason, headers, body):
         self.version, self.status, self.reason = version, status, reason
@@ -537,21 +577,33 @@ class ConnectionClosed(Exception):
     pass
 
 
-class RawConn:
-    """A client socket that sends exact bytes and parses HTTP/1.1 responses."""
+class SocketClient:
+    """A connected client socket that closes quietly, also as a `with` block:
+    the base of the raw clients here and in the protocol tests."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=5.0, rcvbuf=None):
+    def __init__(self, port, host="127.0.0.1", timeout=5.0, rcvbuf=None, nodelay=False):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if nodelay:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(timeout)
         self.sock.connect((host, port))
         self.timeout = timeout
-        self.buf = b""
-        self.eof = False
 
     def send(self, data):
         self.sock.sendall(data)
+
+    def recv_once(self, timeout):
+        """One read: the bytes, None when none came within timeout, b"" once
+        the peer closed or reset the connection."""
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1 << 20)
+        except socket.timeout:
+            return None
+        except (ConnectionResetError, BrokenPipeError):
+            return b""
 
     def close(self):
         try:
@@ -564,6 +616,15 @@ class RawConn:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class RawConn(SocketClient):
+    """A client socket that sends exact bytes and parses HTTP/1.1 responses."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=5.0, rcvbuf=None):
+        super().__init__(port, host=host, timeout=timeout, rcvbuf=rcvbuf)
+        self.buf = b""
+        self.eof = False
 
     def _fill(self, deadline):
         """Read more bytes into buf. Raises ConnectionClosed on EOF, socket.timeout at deadline."""

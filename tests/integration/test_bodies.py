@@ -7,13 +7,12 @@ import http.client
 import json
 import os
 import sys
-import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import Veer, base_config  # noqa: E402
+from harness import RssSampler, Veer, base_config  # noqa: E402
 
 MB = 1 << 20
 SIZE = 100 * MB
@@ -34,35 +33,6 @@ def setUpModule():
         opts = os.environ.get("ASAN_OPTIONS", "")
         env = {"ASAN_OPTIONS": (opts + ":" if opts else "") + "quarantine_size_mb=16:thread_local_quarantine_size_kb=256"}
     VEER = Veer(cfg, env=env)
-
-
-class RssSampler:
-    """Samples veer's VmRSS every 20 ms while active."""
-
-    def __init__(self, veer):
-        self.veer = veer
-        self.samples = []
-        self.stop_ev = threading.Event()
-        self.t = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stop_ev.is_set():
-            try:
-                self.samples.append(self.veer.rss_kb())
-            except OSError:
-                break
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self.t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_ev.set()
-        self.t.join()
-
-    def peak(self):
-        return max(self.samples) if self.samples else 0
 
 
 def warm_up(upload):

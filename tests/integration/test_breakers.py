@@ -68,10 +68,7 @@ class BreakerTest(unittest.TestCase):
 
 class ConnectionBreakerTest(unittest.TestCase):
     def setUp(self):
-        self.pod = MockPod("blue-1")
-
-    def tearDown(self):
-        self.pod.stop()
+        self.pod = harness.pods_for_test(self, "blue-1")[0]
 
     def veer(self, connect_timeout, max_pending=1024):
         cfg = base_config({"blue": {"endpoints": [self.pod.addr], "connect_timeout": connect_timeout,

@@ -37,7 +37,7 @@ except ImportError:
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import Veer, base_config  # noqa: E402
+from harness import RssSampler, Veer, base_config  # noqa: E402
 
 MB = 1 << 20
 PROTOCOL_ERROR, INTERNAL_ERROR, REFUSED_STREAM, CANCEL, ENHANCE_YOUR_CALM = 0x1, 0x2, 0x7, 0x8, 0xb
@@ -46,18 +46,13 @@ GROWTH_LIMIT_KB = (64 if harness.ASAN else 32) * 1024
 
 # ---------------------------------------------------------------- clients
 
-class H2Conn:
+class H2Conn(harness.SocketClient):
     """A python-h2 client on one connection. Validation and normalization of
     what it sends are off, so malformed requests go out as written."""
 
     def __init__(self, port, timeout=10.0, settings=None, auto_ack=True, rcvbuf=None):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as every HTTP/2 client
-        self.sock.settimeout(timeout)
-        self.sock.connect(("127.0.0.1", port))
-        self.timeout = timeout
+        # TCP_NODELAY as every HTTP/2 client
+        super().__init__(port, timeout=timeout, rcvbuf=rcvbuf, nodelay=True)
         cfg = h2.config.H2Configuration(client_side=True, header_encoding=None,
                                         validate_outbound_headers=False, normalize_outbound_headers=False,
                                         validate_inbound_headers=False)
@@ -77,18 +72,6 @@ class H2Conn:
         data = self.conn.data_to_send()
         if data:
             self.sock.sendall(data)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _st(self, sid):
         return self.streams.setdefault(sid, {"status": None, "headers": [], "data": bytearray(), "ended": False,
@@ -140,13 +123,9 @@ class H2Conn:
         """Read once and handle the events. Returns False on EOF."""
         if self.closed:
             return False
-        self.sock.settimeout(timeout if timeout is not None else self.timeout)
-        try:
-            data = self.sock.recv(1 << 20)
-        except socket.timeout:
+        data = self.recv_once(timeout if timeout is not None else self.timeout)
+        if data is None:
             return True
-        except (ConnectionResetError, BrokenPipeError):
-            data = b""
         if not data:
             self.closed = True
             return False
@@ -231,13 +210,12 @@ def hpack_literal(name, value):
     return b"\x00" + integer(len(name), 7) + name + integer(len(value), 7) + value
 
 
-class RawH2:
+class RawH2(harness.SocketClient):
     """Frames written by hand (for what no conforming client would send) and
     frames read back raw: type, flags, stream, payload."""
 
     def __init__(self, port, timeout=10.0, answer_pings=False):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().__init__(port, timeout=timeout, nodelay=True)
         self.buf = b""
         self.frames = []
         self.closed = False
@@ -245,9 +223,6 @@ class RawH2:
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()
         self.sock.sendall(PREFACE + frame(SETTINGS, 0, 0))
-
-    def send(self, data):
-        self.sock.sendall(data)
 
     def try_send(self, data):
         try:
@@ -264,13 +239,9 @@ class RawH2:
         """Read what arrives within timeout; returns False once closed."""
         if self.closed:
             return False
-        self.sock.settimeout(timeout)
-        try:
-            data = self.sock.recv(1 << 20)
-        except socket.timeout:
+        data = self.recv_once(timeout)
+        if data is None:
             return True
-        except (ConnectionResetError, BrokenPipeError):
-            data = b""
         if not data:
             self.closed = True
             return False
@@ -325,12 +296,6 @@ class RawH2:
             if not self.read(min(0.5, max(0.01, deadline - time.time()))):
                 return True
         return False
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 def h2_get(port, path, timeout=10):
@@ -450,31 +415,6 @@ class CaptureServer:
     def stop(self):
         self.stop_ev.set()
         self.lsock.close()
-
-
-class RssSampler:
-    def __init__(self, veer):
-        self.veer, self.samples, self.stop_ev = veer, [], threading.Event()
-        self.t = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stop_ev.is_set():
-            try:
-                self.samples.append(self.veer.rss_kb())
-            except OSError:
-                break
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self.t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_ev.set()
-        self.t.join()
-
-    def peak(self):
-        return max(self.samples) if self.samples else 0
 
 
 def pod_routes(cluster):

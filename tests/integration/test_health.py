@@ -35,12 +35,7 @@ def endpoint(veer, addr):
 
 class HealthTest(unittest.TestCase):
     def setUp(self):
-        self.p1 = MockPod("blue-1")
-        self.p2 = MockPod("blue-2")
-
-    def tearDown(self):
-        self.p1.stop()
-        self.p2.stop()
+        self.p1, self.p2 = harness.pods_for_test(self, "blue-1", "blue-2")
 
     def start(self, **hc):
         check = dict(HC)

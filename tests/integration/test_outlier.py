@@ -39,12 +39,7 @@ def cluster_status(veer, cluster):
 
 class OutlierTest(unittest.TestCase):
     def setUp(self):
-        self.bad = MockPod("blue-1")
-        self.good = MockPod("blue-2")
-
-    def tearDown(self):
-        self.bad.stop()
-        self.good.stop()
+        self.bad, self.good = harness.pods_for_test(self, "blue-1", "blue-2")
 
     def veer_with(self, outlier, workers=1, **cluster):
         c = {"endpoints": [self.bad.addr, self.good.addr], "lb": "round_robin", "outlier_detection": outlier}
@@ -172,12 +167,7 @@ class SuccessRateTest(unittest.TestCase):
 
 class CanaryFailoverTest(unittest.TestCase):
     def setUp(self):
-        self.blue = MockPod("blue-1")
-        self.canary = MockPod("canary-1")
-
-    def tearDown(self):
-        self.blue.stop()
-        self.canary.stop()
+        self.blue, self.canary = harness.pods_for_test(self, "blue-1", "canary-1")
 
     def config(self, failover):
         canary = {"endpoints": [self.canary.addr],

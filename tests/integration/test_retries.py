@@ -11,7 +11,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import SLOW, MockPod, Veer, base_config  # noqa: E402
+from harness import SLOW, Veer, base_config  # noqa: E402
 
 
 def setUpModule():
@@ -20,12 +20,7 @@ def setUpModule():
 
 class RetryTest(unittest.TestCase):
     def setUp(self):
-        self.bad = MockPod("blue-1")
-        self.good = MockPod("blue-2")
-
-    def tearDown(self):
-        self.bad.stop()
-        self.good.stop()
+        self.bad, self.good = harness.pods_for_test(self, "blue-1", "blue-2")
 
     def veer(self, retry, endpoints=None, protocol="http1"):
         eps = endpoints or [self.bad.addr, self.good.addr]

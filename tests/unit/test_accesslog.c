@@ -17,21 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int checks, failures;
-
-#define CHECK(expr)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(expr)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
-        }                                                                            \
-    } while (0)
-
-static veer_iov_t iov_str(const char *s)
-{
-    return (veer_iov_t){s, strlen(s)};
-}
+#include "check.h"
 
 static const char *str_of(const cJSON *o, const char *key)
 {
@@ -492,6 +478,5 @@ int main(void)
     test_writer_file_reopen_switch();
     test_writer_fifo();
     rmdir(dir);
-    printf("test_accesslog: %d checks, %d failed\n", checks, failures);
-    return failures == 0 ? 0 : 1;
+    return check_summary("test_accesslog");
 }

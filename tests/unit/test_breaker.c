@@ -10,16 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int checks, failures;
-
-#define CHECK(expr)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(expr)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 static void test_limits_per_kind(void)
 {
@@ -240,6 +231,5 @@ int main(void)
     size_t test_count = sizeof tests / sizeof tests[0];
     for (size_t i = 0; i < test_count; i++)
         tests[i]();
-    printf("test_breaker: %zu tests, %d checks, %d failed\n", test_count, checks, failures);
-    return failures ? 1 : 0;
+    return check_summary("test_breaker");
 }

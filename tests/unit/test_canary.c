@@ -11,20 +11,7 @@
 
 #include <cjson/cJSON.h>
 
-static int checks, failures;
-
-#define CHECK(expr)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(expr)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_STR(actual, expected) CHECK((actual) != NULL && strcmp((actual), (expected)) == 0)
-#define CHECK_CONTAINS(haystack, needle) CHECK(strstr((haystack), (needle)) != NULL)
-#define CHECK_NEAR(actual, expected, tolerance) CHECK(fabs((actual) - (expected)) <= (tolerance))
+#include "check.h"
 
 #define INTERVAL 1000
 #define T0 1700000000000ull /* wall-clock ms: what the caller passes */
@@ -98,6 +85,14 @@ static veer_canary_update_t step(veer_canary_run_t *run, fake_clock_t *clock, co
     clock->now += INTERVAL;
     veer_canary_tick(run, c, &good_stable, in, clock->now, &up);
     return up;
+}
+
+/* n intervals in a row with the same canary window and inputs. */
+static void steps(veer_canary_run_t *run, fake_clock_t *clock, int n, const veer_canary_window_t *c,
+                  const veer_canary_inputs_t *in)
+{
+    for (int i = 0; i < n; i++)
+        step(run, clock, c, in);
 }
 
 static veer_canary_update_t start(veer_canary_run_t *run, const veer_canary_policy_t *p, fake_clock_t *clock,
@@ -466,8 +461,7 @@ static void test_threshold_counts_total(void)
     start(&run, &p, &clock, NULL);
     step(&run, &clock, &bad_canary, NULL);
     CHECK(run.failed_checks == 1 && run.weight == 10);
-    for (int i = 0; i < 9; i++)
-        step(&run, &clock, &good_canary, NULL);
+    steps(&run, &clock, 9, &good_canary, NULL);
     CHECK(run.phase == VEER_CANARY_PROGRESSING && run.weight == 100 && run.failed_checks == 1);
     step(&run, &clock, &good_canary, NULL);
     CHECK(run.phase == VEER_CANARY_SUCCEEDED);
@@ -642,8 +636,7 @@ static void test_mirror_phase(void)
     CHECK(run.stage == VEER_CANARY_STAGE_ANALYSIS && up.mirror_changed && !up.mirror);
     CHECK(up.weights_changed && up.canary_weight == 10);
     CHECK(last_kind_is(&run, VEER_CANARY_EV_LIVE));
-    for (int i = 0; i < 5; i++)
-        step(&run, &clock, &good_canary, NULL);
+    steps(&run, &clock, 5, &good_canary, NULL);
     CHECK(run.phase == VEER_CANARY_SUCCEEDED);
 
     /* failures while mirrored count and roll back before any user saw it */
@@ -675,8 +668,7 @@ static void test_promotion_steps(void)
     veer_canary_run_init(&run);
     fake_clock_t clock = {T0};
     start(&run, &p, &clock, NULL);
-    for (int i = 0; i < 4; i++)
-        step(&run, &clock, &good_canary, NULL);
+    steps(&run, &clock, 4, &good_canary, NULL);
     CHECK(run.weight == 50);
     veer_canary_update_t up = step(&run, &clock, &good_canary, NULL);
     CHECK(run.phase == VEER_CANARY_PROMOTING && run.stage == VEER_CANARY_STAGE_SHIFT);
@@ -699,8 +691,7 @@ static void test_confirm_promotion(void)
     veer_canary_run_init(&run);
     fake_clock_t clock = {T0};
     start(&run, &p, &clock, NULL);
-    for (int i = 0; i < 4; i++)
-        step(&run, &clock, &good_canary, NULL);
+    steps(&run, &clock, 4, &good_canary, NULL);
     veer_canary_update_t up = step(&run, &clock, &good_canary, NULL);
     CHECK(run.phase == VEER_CANARY_PROMOTING && run.stage == VEER_CANARY_STAGE_CONFIRM);
     CHECK(up.ask_confirmation && up.phase_changed && up.canary_weight == 50 && !up.weights_changed);
@@ -720,16 +711,14 @@ static void test_confirm_promotion(void)
 
     /* a failure at threshold while waiting rolls back, even if confirmed */
     start(&run, &p, &clock, NULL);
-    for (int i = 0; i < 5; i++)
-        step(&run, &clock, &good_canary, NULL);
+    steps(&run, &clock, 5, &good_canary, NULL);
     step(&run, &clock, &bad_canary, NULL);
     up = step(&run, &clock, &bad_canary, &confirmed);
     CHECK(run.phase == VEER_CANARY_ROLLED_BACK && up.canary_weight == 0);
 
     /* the operator's promote skips the gate */
     start(&run, &p, &clock, NULL);
-    for (int i = 0; i < 5; i++)
-        step(&run, &clock, &good_canary, NULL);
+    steps(&run, &clock, 5, &good_canary, NULL);
     CHECK(run.stage == VEER_CANARY_STAGE_CONFIRM);
     char err[128];
     CHECK(veer_canary_promote(&run, clock.now, &up, err, sizeof err) == VEER_CANARY_OK);
@@ -830,8 +819,7 @@ static void test_verbs_in_every_phase(void)
     veer_canary_pause(&run, clock.now, &up, err, sizeof err);
     CHECK(veer_canary_command(&run, "promote", clock.now, &up, err, sizeof err) == VEER_CANARY_OK);
     CHECK(run.phase == VEER_CANARY_PROMOTING && up.canary_weight == 35);
-    for (int i = 0; i < 3; i++)
-        step(&run, &clock, NULL, NULL);
+    steps(&run, &clock, 3, NULL, NULL);
     CHECK(run.phase == VEER_CANARY_SUCCEEDED && run.weight == 100);
     EXPECT_REFUSED(&run, veer_canary_pause, "no run in progress (the last run succeeded)");
     EXPECT_REFUSED(&run, veer_canary_resume, "no run in progress (the last run succeeded)");
@@ -961,8 +949,7 @@ static void test_json_round_trip(void)
     veer_canary_pause(&run, clock.now, NULL, NULL, 0);
     EXPECT_ROUND_TRIP(&run, clock.now + 1); /* paused */
     veer_canary_resume(&run, clock.now, NULL, NULL, 0);
-    for (int i = 0; i < 3; i++)
-        step(&run, &clock, &good_canary, NULL);
+    steps(&run, &clock, 3, &good_canary, NULL);
     CHECK(run.stage == VEER_CANARY_STAGE_CONFIRM);
     EXPECT_ROUND_TRIP(&run, clock.now); /* waiting for confirmation */
     step(&run, &clock, &good_canary, &confirmed);
@@ -976,8 +963,7 @@ static void test_json_round_trip(void)
     prog.step_weights[1] = 50;
     prog.step_weight_count = 2;
     start(&run, &prog, &clock, NULL);
-    for (int i = 0; i < 3; i++)
-        step(&run, &clock, &good_canary, NULL);
+    steps(&run, &clock, 3, &good_canary, NULL);
     CHECK(run.phase == VEER_CANARY_SUCCEEDED);
     EXPECT_ROUND_TRIP(&run, clock.now); /* succeeded */
     veer_canary_run_free(&run);
@@ -1272,6 +1258,5 @@ int main(void)
     size_t test_count = sizeof tests / sizeof tests[0];
     for (size_t i = 0; i < test_count; i++)
         tests[i]();
-    printf("test_canary: %zu tests, %d checks, %d failed\n", test_count, checks, failures);
-    return failures ? 1 : 0;
+    return check_summary("test_canary");
 }

@@ -13,7 +13,7 @@
 
 #include <cjson/cJSON.h>
 
-static int checks, failures;
+#include "check.h"
 
 /* Out-of-memory injection: the test binary replaces malloc (glibc supports
  * this; strdup and cJSON go through it too) so that the Nth allocation fails.
@@ -76,17 +76,6 @@ void free(void *ptr)
     __libc_free(ptr);
 }
 #endif
-
-#define CHECK(expr)                                                              \
-    do {                                                                         \
-        checks++;                                                                \
-        if (!(expr)) {                                                           \
-            failures++;                                                          \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
-        }                                                                        \
-    } while (0)
-
-#define CHECK_STR(actual, expected) CHECK((actual) != NULL && strcmp((actual), (expected)) == 0)
 
 /* 'single' quotes -> "double" quotes, so test JSON stays readable in C. */
 static char *q(const char *text)
@@ -1564,6 +1553,5 @@ int main(void)
     size_t test_count = sizeof tests / sizeof tests[0];
     for (size_t i = 0; i < test_count; i++)
         tests[i]();
-    printf("test_config: %zu tests, %d checks, %d failed\n", test_count, checks, failures);
-    return failures ? 1 : 0;
+    return check_summary("test_config");
 }

@@ -7,16 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int checks, failures;
-
-#define CHECK(expr)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(expr)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 static void test_bucket_burst_then_rate(void)
 {
@@ -159,6 +150,5 @@ int main(void)
     test_bucket_burst_then_rate();
     test_window();
     test_framer();
-    printf("test_h2: %d checks, %d failed\n", checks, failures);
-    return failures == 0 ? 0 : 1;
+    return check_summary("test_h2");
 }

@@ -5,32 +5,10 @@
 #include <stdio.h>
 #include <string.h>
 
-static int checks, failures;
-
-#define CHECK(expr)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(expr)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
-        }                                                                            \
-    } while (0)
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
-#define HDR(n, v) {VEER_IOV_LIT(n), VEER_IOV_LIT(v)}
-
-static veer_iov_t iov_str(const char *s)
-{
-    return (veer_iov_t){s, strlen(s)};
-}
+#include "check.h"
 
 /* Bytes with embedded NULs need an explicit length. */
 #define IOV_BYTES(s) ((veer_iov_t){(s), sizeof(s) - 1})
-
-static bool iov_is(veer_iov_t v, const char *s)
-{
-    return v.len == strlen(s) && memcmp(v.base, s, v.len) == 0;
-}
 
 /* The names of headers[0..count), joined with ',' for one compare. */
 static const char *names_of(const veer_header_t *headers, size_t count)
@@ -322,6 +300,5 @@ int main(void)
     test_strip_fixed_set();
     test_strip_connection_options();
     test_te_trailers();
-    printf("test_headers: %d checks, %d failed\n", checks, failures);
-    return failures == 0 ? 0 : 1;
+    return check_summary("test_headers");
 }

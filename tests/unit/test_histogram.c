@@ -9,16 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int checks, failures;
-
-#define CHECK(expr)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(expr)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 
@@ -261,6 +252,5 @@ int main(void)
     test_edges();
     test_accuracy();
     test_merge();
-    printf("test_histogram: %d checks, %d failed\n", checks, failures);
-    return failures == 0 ? 0 : 1;
+    return check_summary("test_histogram");
 }

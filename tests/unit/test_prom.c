@@ -12,16 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int checks, failures;
-
-#define CHECK(expr)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(expr)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 #define NONE VEER_STATS_NO_TIME
 #define PROMTOOL "/usr/bin/promtool"
@@ -395,6 +386,5 @@ int main(void)
     test_spec_families();
     test_default_buckets();
     test_promtool();
-    printf("test_prom: %d checks, %d failed\n", checks, failures);
-    return failures == 0 ? 0 : 1;
+    return check_summary("test_prom");
 }

@@ -6,18 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int checks, failures;
-
-#define CHECK(expr)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(expr)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
-        }                                                                            \
-    } while (0)
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+#include "check.h"
 
 enum { CF = VEER_RETRY_OUTCOME_CONNECT_FAILURE, REFUSED = VEER_RETRY_OUTCOME_REFUSED_STREAM,
        RESET = VEER_RETRY_OUTCOME_RESET, TIMEOUT = VEER_RETRY_OUTCOME_PER_TRY_TIMEOUT,
@@ -267,6 +256,5 @@ int main(void)
     size_t test_count = sizeof tests / sizeof tests[0];
     for (size_t i = 0; i < test_count; i++)
         tests[i]();
-    printf("test_retry: %zu tests, %d checks, %d failed\n", test_count, checks, failures);
-    return failures ? 1 : 0;
+    return check_summary("test_retry");
 }

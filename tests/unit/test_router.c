@@ -10,19 +10,7 @@
 #include <string.h>
 #include <sys/un.h>
 
-static int checks, failures;
-
-#define CHECK(expr)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(expr)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
-        }                                                                            \
-    } while (0)
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
-#define HDR(n, v) {VEER_IOV_LIT(n), VEER_IOV_LIT(v)}
+#include "check.h"
 
 enum { BLUE = 0, GREEN = 1, CANARY = 2, N_CLUSTERS = 3 };
 
@@ -37,11 +25,6 @@ static uint32_t rng_next(void)
     return (uint32_t)(rng_state >> 32);
 }
 
-static veer_iov_t iov_str(const char *s)
-{
-    return (veer_iov_t){s, strlen(s)};
-}
-
 static veer_route_input_t request(const char *method, const char *path, const char *authority,
                                   const veer_header_t *headers, size_t header_count)
 {
@@ -54,11 +37,6 @@ static veer_route_input_t request(const char *method, const char *path, const ch
         .client_addr = NULL,
     };
     return in;
-}
-
-static bool iov_is(veer_iov_t v, const char *s)
-{
-    return v.len == strlen(s) && memcmp(v.base, s, v.len) == 0;
 }
 
 /* ---- veer_router_match --------------------------------------------------- */
@@ -731,6 +709,5 @@ int main(void)
     test_sticky_client_address();
     test_sticky_monotone();
     test_bucket_spread();
-    printf("test_router: %d checks, %d failed\n", checks, failures);
-    return failures == 0 ? 0 : 1;
+    return check_summary("test_router");
 }

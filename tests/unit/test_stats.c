@@ -13,16 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int checks, failures;
-
-#define CHECK(expr)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(expr)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 #define NONE VEER_STATS_NO_TIME
 
@@ -656,6 +647,5 @@ int main(void)
     test_endpoints();
     test_config();
     test_concurrent_readers();
-    printf("test_stats: %d checks, %d failed\n", checks, failures);
-    return failures == 0 ? 0 : 1;
+    return check_summary("test_stats");
 }

@@ -7,31 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 
-static int checks, failures;
-
-#define CHECK(expr)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(expr)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); \
-        }                                                                            \
-    } while (0)
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
-#define HDR(n, v) {VEER_IOV_LIT(n), VEER_IOV_LIT(v)}
+#include "check.h"
 
 static const char VALID[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-static veer_iov_t iov_str(const char *s)
-{
-    return (veer_iov_t){s, strlen(s)};
-}
-
-static bool iov_is(veer_iov_t v, const char *s)
-{
-    return v.len == strlen(s) && memcmp(v.base, s, v.len) == 0;
-}
 
 /* A deterministic generator: xorshift32 from a seed the test picks. */
 static uint32_t test_rand(void *ctx)
@@ -322,6 +300,5 @@ int main(void)
     test_policy_continue();
     test_policy_start();
     test_policy_request_id();
-    printf("test_trace: %d checks, %d failed\n", checks, failures);
-    return failures == 0 ? 0 : 1;
+    return check_summary("test_trace");
 }

@@ -1,0 +1,265 @@
+"""Multi-replica weights (config "peers"): three veer processes, a leader whose
+peers are the other two's admin APIs, one bearer token on all. An operator PUT
+on the leader reaches the peers with the same generation; a canary run steps
+and promotes on every replica in lockstep; a stopped peer pauses the run with
+its address as the reason and shows its lag in /v1/status and /metrics, and
+catches up once restarted; a peer's PUT with "generation" adopts newer
+generations, answers 409 for a stale one with other weights and 200 for a
+retry, and needs the token; config errors for "peers" and canary "source"."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import SLOW, Veer, base_config, wait_until  # noqa: E402
+from test_canary import Load, canary, policy, wait_phase  # noqa: E402
+
+PODS = {}
+POD_NAMES = ("blue-1", "green-1")
+TOKEN = "peer-secret-token-1"
+
+
+def setUpModule():
+    harness.start_pods(PODS, POD_NAMES)
+
+
+def token_file():
+    path = os.path.join(harness.TMP, "token")
+    with open(path, "w") as f:
+        f.write(TOKEN + "\n")
+    return path
+
+
+def config(name, peers=None):
+    clusters = {"blue": [PODS["blue-1"].addr], "green": [PODS["green-1"].addr]}
+    routes = [{"name": "embed", "match": {"path_prefix": "/api/v1/embed"},
+               "split": [{"cluster": "blue", "weight": 100}, {"cluster": "green", "weight": 0}]}]
+    cfg = base_config(clusters, routes, state_file=os.path.join(harness.TMP, "%s-%d.state" % (name, time.time_ns())))
+    cfg["admin"]["token_file"] = token_file()
+    if peers is not None:
+        cfg["peers"] = peers
+    return cfg
+
+
+def peer_entry(leader, peer):
+    for p in leader.status()["peers"]:
+        if p["admin"] == "127.0.0.1:%d" % peer.admin_port:
+            return p
+    raise AssertionError("peer %d not in the leader's status: %s" % (peer.admin_port, leader.status()["peers"]))
+
+
+def lag_metric(leader, peer):
+    text = leader.admin("GET", "/metrics")[1]
+    m = re.search(r'veer_peer_generation_lag\{peer="127\.0\.0\.1:%d"\} (\d+)' % peer.admin_port, text)
+    assert m is not None, "no veer_peer_generation_lag for the peer"
+    return int(m.group(1))
+
+
+class PeersTest(unittest.TestCase):
+    def setUp(self):
+        for p in PODS.values():
+            p.fault(error_rate=0, latency="0ms", latency_p99="0ms")
+        self.load = None
+        self.peers = [Veer(config("peer%d" % i), name="peer%d" % i) for i in range(2)]
+        self.leader = Veer(config("leader", {"admins": ["127.0.0.1:%d" % p.admin_port for p in self.peers],
+                                             "token_file": token_file(), "timeout": "300ms", "retries": 2}),
+                           name="leader")
+
+    def tearDown(self):
+        if self.load is not None:
+            self.load.stop()
+        for v in [self.leader] + self.peers:
+            if v.alive():
+                v.stop()
+
+    def in_sync(self, route="embed"):
+        want = (self.leader.weights(route), self.leader.generation())
+        return all((p.weights(route), p.generation()) == want for p in self.peers)
+
+    def test_operator_put_reaches_every_peer_with_the_same_generation(self):
+        L = self.leader
+        st, js = L.set_weights("embed", {"blue": 70, "green": 30}, token=TOKEN)
+        self.assertEqual(st, 200, js)
+        gen = js["generation"]
+        t0 = time.time()
+        wait_until(self.in_sync, 1.0 * SLOW, what="peers at the leader's weights and generation")
+        self.assertLess(time.time() - t0, 1.0 * SLOW)
+        for p in self.peers:
+            self.assertEqual(p.weights("embed"), {"blue": 70, "green": 30})
+            self.assertEqual(p.generation(), gen)
+        # a second change, and the leader's view of its peers
+        st, js = L.set_weights("embed", {"blue": 40, "green": 60}, token=TOKEN)
+        self.assertEqual(st, 200, js)
+        wait_until(self.in_sync, 1.0 * SLOW, what="second change on the peers")
+        wait_until(lambda: all(peer_entry(L, p)["last_generation_acked"] == js["generation"] for p in self.peers),
+                   1.0 * SLOW, what="acks recorded")
+        for p in self.peers:
+            e = peer_entry(L, p)
+            self.assertEqual((e["lag"], e["last_error"]), (0, None))
+            self.assertEqual(lag_metric(L, p), 0)
+        # one JSON line per peer per change
+        acked = [o for o in L.json_log_lines() if o.get("msg") == "peer" and o.get("result") == "acked"]
+        self.assertEqual(len(acked), 4, acked)
+        self.assertEqual(sorted(o["generation"] for o in acked), sorted([gen, gen, js["generation"], js["generation"]]))
+        # a peer does not pass a leader's change on: its own status lists no peers
+        self.assertEqual(self.peers[0].status()["peers"], [])
+
+    def test_canary_run_steps_and_promotes_on_every_replica(self):
+        L = self.leader
+        self.load = Load(L.port)
+        seen = set()
+        st, js = L.admin("POST", "/v1/routes/embed/canary", policy(), token=TOKEN)
+        self.assertEqual(st, 200, js)
+        deadline = time.time() + 15 * SLOW
+        while time.time() < deadline and canary(L)["phase"] != "succeeded":
+            for p in self.peers:
+                seen.add(tuple(sorted(p.weights("embed").items())))
+            time.sleep(0.03)
+        self.assertEqual(canary(L)["phase"], "succeeded")
+        wait_until(self.in_sync, 1.0 * SLOW, what="peers promoted")
+        for p in self.peers:
+            self.assertEqual(p.weights("embed"), {"blue": 0, "green": 100})
+        # the peers only ever held weights the leader's run went through (25, 50, promoted)
+        allowed = {(("blue", 100), ("green", 0)), (("blue", 75), ("green", 25)), (("blue", 50), ("green", 50)),
+                   (("blue", 0), ("green", 100))}
+        self.assertTrue(seen <= allowed, seen - allowed)
+        self.assertIn((("blue", 50), ("green", 50)), seen)
+
+    def test_stopped_peer_pauses_the_run_and_catches_up(self):
+        L, up, down = self.leader, self.peers[0], self.peers[1]
+        addr = "127.0.0.1:%d" % down.admin_port
+        down.stop()
+        self.load = Load(L.port)
+        st, js = L.admin("POST", "/v1/routes/embed/canary", policy(step_weight=10, max_weight=90), token=TOKEN)
+        self.assertEqual(st, 200, js)
+        run = wait_phase(L, "paused", 5)
+        self.assertIn("peer %s unreachable" % addr, json.dumps(run))
+        held = run["weight"]
+        self.assertLess(held, 90)
+        e = peer_entry(L, down)
+        self.assertGreater(e["lag"], 0)
+        self.assertIsNotNone(e["last_error"])
+        self.assertEqual(e["state"], "unreachable")
+        self.assertGreater(lag_metric(L, down), 0)
+        # the reachable peer holds the leader's weights; the run stays paused
+        wait_until(lambda: up.weights("embed") == L.weights("embed"), 1.0 * SLOW, what="the live peer in sync")
+        time.sleep(0.8)
+        self.assertEqual(canary(L)["phase"], "paused")
+        self.assertEqual(canary(L)["weight"], held)
+        # the peer comes back: the leader's retries deliver the change it missed
+        down.start()
+        wait_until(lambda: peer_entry(L, down)["lag"] == 0, 5 * SLOW, what="the restarted peer catching up")
+        self.assertEqual(down.weights("embed"), L.weights("embed"))
+        self.assertEqual(down.generation(), L.generation())
+        self.assertEqual(lag_metric(L, down), 0)
+        st, js = L.admin("POST", "/v1/routes/embed/canary/resume", token=TOKEN)
+        self.assertEqual(st, 200, js)
+        wait_phase(L, "succeeded", 15)
+        wait_until(self.in_sync, 1.0 * SLOW, what="every replica promoted")
+        self.assertEqual(down.weights("embed"), {"blue": 0, "green": 100})
+        logged = [o for o in L.json_log_lines() if o.get("msg") == "peer" and o.get("peer") == addr]
+        self.assertIn("unreachable", [o["result"] for o in logged])
+        self.assertEqual(logged[-1]["result"], "acked")
+
+    def test_a_shared_peer_list_naming_this_replica_is_skipped(self):
+        # every replica may share one config listing all of them: the leader
+        # recognises its own admin API by its instance id and sends it nothing
+        cfg = config("self")
+        port = harness.free_port()
+        cfg["admin"]["address"] = "0.0.0.0:%d" % port
+        cfg["peers"] = {"admins": ["127.0.0.1:%d" % port, "127.0.0.1:%d" % self.peers[0].admin_port],
+                        "token_file": token_file(), "timeout": "300ms", "retries": 1}
+        v = Veer(cfg, name="self")
+        try:
+            for weights in ({"blue": 30, "green": 70}, {"blue": 20, "green": 80}, {"blue": 10, "green": 90}):
+                st, js = v.set_weights("embed", weights, token=TOKEN)
+                self.assertEqual(st, 200, js)
+            gen = js["generation"]
+            wait_until(lambda: (self.peers[0].weights("embed"), self.peers[0].generation()) ==
+                       ({"blue": 10, "green": 90}, gen), 1.0 * SLOW, what="the other peer in sync")
+            entries = {e["admin"]: e for e in v.status()["peers"]}
+            me = entries["127.0.0.1:%d" % port]
+            self.assertEqual((me["state"], me["lag"], me["last_error"]), ("self", 0, None))
+            wait_until(lambda: {e["admin"]: e for e in v.status()["peers"]}[
+                "127.0.0.1:%d" % self.peers[0].admin_port]["state"] == "in_sync", 1.0 * SLOW, what="in_sync")
+            self.assertEqual(v.generation(), gen)
+            self.assertEqual(v.weights("embed"), {"blue": 10, "green": 90})
+        finally:
+            v.stop()
+
+    def test_generation_on_a_peer_is_adopted_checked_and_authenticated(self):
+        p = self.peers[0]
+        g0 = p.generation()
+        st, js = p.set_weights("embed", {"blue": 70, "green": 30}, token=TOKEN, generation=g0 + 50)
+        self.assertEqual((st, js["generation"]), (200, g0 + 50), js)
+        self.assertEqual(p.generation(), g0 + 50)
+        # stale generation with other weights: 409
+        st, js = p.set_weights("embed", {"blue": 60, "green": 40}, token=TOKEN, generation=g0 + 40)
+        self.assertEqual(st, 409, js)
+        self.assertIn("stale", js["error"])
+        self.assertEqual(p.weights("embed"), {"blue": 70, "green": 30})
+        # a retry of what is applied: 200 at the current generation
+        for g in (g0 + 50, g0 + 49):
+            st, js = p.set_weights("embed", {"blue": 70, "green": 30}, token=TOKEN, generation=g)
+            self.assertEqual((st, js["generation"]), (200, g0 + 50), js)
+        # the same auth as any mutation
+        st, js = p.set_weights("embed", {"blue": 10, "green": 90}, generation=g0 + 60)
+        self.assertEqual(st, 401, js)
+        st, js = p.set_weights("embed", {"blue": 10, "green": 90}, token="wrong", generation=g0 + 60)
+        self.assertEqual(st, 403, js)
+        self.assertEqual(p.generation(), g0 + 50)
+        for bad in ({"generation": 0}, {"generation": -1}, {"generation": "7"},
+                    {"generation": g0 + 70, "if_generation": g0 + 50}):
+            st, js = p.set_weights("embed", {"blue": 10, "green": 90}, token=TOKEN, **bad)
+            self.assertEqual(st, 400, (bad, js))
+        # a newer one is adopted; an ordinary PUT goes on from there
+        st, js = p.set_weights("embed", {"blue": 10, "green": 90}, token=TOKEN, generation=g0 + 60)
+        self.assertEqual((st, js["generation"]), (200, g0 + 60))
+        st, js = p.set_weights("embed", {"blue": 20, "green": 80}, token=TOKEN)
+        self.assertEqual((st, js["generation"]), (200, g0 + 61))
+
+
+class PeersConfigTest(unittest.TestCase):
+    def check(self, cfg):
+        path = os.path.join(harness.TMP, "check-%d.json" % time.time_ns())
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        return subprocess.run([harness.VEER_BIN, "check", "-c", path], capture_output=True, text=True, timeout=30)
+
+    def test_bad_peers_are_reported_with_their_paths(self):
+        cfg = config("check", {"admins": ["10.0.0.2:9901", "no-port", "10.0.0.2:9901", 7], "timeout": 2,
+                               "retries": -1, "tokenfile": "x"})
+        p = self.check(cfg)
+        self.assertNotEqual(p.returncode, 0)
+        for path in ("peers.admins[1]", "peers.admins[2]", "peers.admins[3]", "peers.timeout", "peers.retries",
+                     "peers.tokenfile"):
+            self.assertIn(path, p.stderr + p.stdout)
+        cfg["peers"] = {"admins": ["10.0.1.%d:9901" % i for i in range(33)]}
+        p = self.check(cfg)
+        self.assertIn("at most 32 peers", p.stderr + p.stdout)
+        cfg["peers"] = {"admins": [cfg["admin"]["address"]]}
+        p = self.check(cfg)
+        self.assertIn("own admin.address", p.stderr + p.stdout)
+        cfg["peers"] = {"admins": ["veer-1.veer.ns.svc:9901", "[::1]:9901"], "timeout": "2s", "retries": 3,
+                        "token_file": None}
+        p = self.check(cfg)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_canary_source_is_refused_clearly(self):
+        cfg = config("check")
+        cfg["routes"][0]["canary"] = {"stable": "blue", "canary": "green",
+                                      "source": {"prometheus": "http://127.0.0.1:9090", "query_window": "1m"}}
+        p = self.check(cfg)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("routes[0].canary.source", p.stderr + p.stdout)
+        self.assertIn("not supported yet", p.stderr + p.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
