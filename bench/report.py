@@ -131,7 +131,8 @@ def table(raw_path, meta_path):
     w = out.append
     w(f"# veer HTTP/1.1 benchmark — {meta['timestamp']}")
     w("")
-    w(f"- commit: `{meta.get('commit', '?')}`; veer: {meta.get('veer_version', '?')}")
+    w(f"- commit: `{meta.get('commit', '?')}`; veer: {meta.get('veer_version', '?')}; "
+      f"veer features: {meta.get('veer_features', 'defaults')}")
     w(f"- machine: {meta.get('machine', '?')}")
     if "load_start" in meta:
         w(f"- load average (1/5/15 min) at start: {meta['load_start']}; at end: {meta['load_end']} "
@@ -241,7 +242,8 @@ def protocols(raw_path, meta_path):
     w = out.append
     w(f"# veer protocol benchmark — {meta['timestamp']}")
     w("")
-    w(f"- commit: `{meta.get('commit', '?')}`; veer: {meta.get('veer_version', '?')}")
+    w(f"- commit: `{meta.get('commit', '?')}`; veer: {meta.get('veer_version', '?')}; "
+      f"veer features: {meta.get('veer_features', 'defaults')}")
     w(f"- machine: {meta.get('machine', '?')}")
     w(f"- load average (1/5/15 min) at start: {meta.get('load_start', '?')}; at end: "
       f"{meta.get('load_end', '?')} (the machine is shared)")

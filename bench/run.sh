@@ -28,8 +28,11 @@
 #   BENCH_RPS []                open-loop total rate; default BENCH_RPS_FRACTION [0.5]
 #                               x the weakest proxy's median closed-loop req/s
 #   BENCH_SKIP_VEER [0]         1: leave veer out
+#   BENCH_VEER_FULL [0]         1: veer with the access log to a file, a health check and
+#                               outlier detection on the benched cluster (issues 4, 5)
 #   BENCH_REQUIRE_VEER [0]      1: fail (instead of skipping veer) when veer is
-#                               missing or does not become ready
+#                               missing, does not become ready, or cannot serve
+#                               one of the protocols
 #   BENCH_PIN [auto]            1: backend + load generator on CPU 0, proxy on CPU 1
 #                               (auto: 1 with >= 2 CPUs and taskset); 0: no pinning
 #   BENCH_KEEP [0]              1: keep the temp dir (configs, logs) afterwards
@@ -318,7 +321,7 @@ http {
   proxy_temp_path $WORK/nginx-proxy/proxy_tmp;
   upstream be {
     server 127.0.0.1:$P_BACKEND;
-    keepalive 64;
+    keepalive 1024;  # as many idle upstream connections as HAProxy (unbounded) and veer (1024) keep
     keepalive_requests 1000000;
     keepalive_timeout 300s;
   }
@@ -334,13 +337,24 @@ $NGINX_LISTENS$NGINX_TLS
 }
 EOF
 
+# BENCH_VEER_FULL=1: veer with everything a production ingress turns on: the
+# access log to a file, an active health check and outlier detection on the
+# benched cluster (stats histograms and circuit breakers are always on).
+VEER_ACCESS_LOG=null
+VEER_CLUSTER_EXTRA=""
+VEER_FEATURES="defaults (access log off; stats histograms and circuit breakers on)"
+if [ "${BENCH_VEER_FULL:-0}" = 1 ]; then
+  VEER_ACCESS_LOG="\"$WORK/veer-access.log\""
+  VEER_CLUSTER_EXTRA=', "health_check": {"path": "'"$REQ_PATH"'", "interval": "1s", "timeout": "500ms"}, "outlier_detection": {"consecutive_5xx": 5, "interval": "1s", "latency_p99_max": "1s"}'
+  VEER_FEATURES="BENCH_VEER_FULL=1: access log to a file, health check every 1 s, outlier detection (incl. latency), stats histograms, circuit breakers"
+fi
 cat >"$WORK/veer.json" <<EOF
 {"workers": 1,
  "listeners": [{"name": "http", "address": "127.0.0.1:$P_VEER"}$VEER_TLS_LISTENER],
  "admin": {"address": "127.0.0.1:$P_ADMIN"},
  "state_file": "$WORK/veer-state.json",
- "access_log": {"path": null},
- "clusters": {"backend": {"endpoints": ["127.0.0.1:$P_BACKEND"], "lb": "round_robin"}},
+ "access_log": {"path": $VEER_ACCESS_LOG},
+ "clusters": {"backend": {"endpoints": ["127.0.0.1:$P_BACKEND"], "lb": "round_robin"$VEER_CLUSTER_EXTRA}},
  "routes": [{"name": "all", "split": [{"cluster": "backend", "weight": 100}]}]}
 EOF
 
@@ -658,7 +672,7 @@ M_PATH=$REQ_PATH M_BODY_BYTES=$BODY_BYTES M_REQUESTS=$REQUESTS M_CONNS=$CONNS \
 M_WRK_DURATION=$WRK_DURATION M_LAT_CONNS=$LAT_CONNS M_LAT_DURATION=$LAT_DURATION \
 M_LAT_WARMUP=$LAT_WARMUP M_RATE=$RATE M_RPS_PER_CONN=$RPS_PER_CONN M_RATE_NOTE=$RATE_NOTE \
 M_ROUNDS=$ROUNDS M_PIN=$pin_desc M_PROTOCOLS="${PROTOCOLS[*]}" M_STREAMS=$STREAMS \
-M_LOAD_START=$LOAD_START M_LOAD_END=$LOAD_END \
+M_LOAD_START=$LOAD_START M_LOAD_END=$LOAD_END M_VEER_FEATURES=$VEER_FEATURES \
 python3 - "$META" "$WORK/skipped.tsv" "$WORK/notes.txt" "$WORK/pskip.tsv" "$WORK/tlsneg.tsv" <<'EOF'
 import json, os, sys
 e = lambda k: os.environ["M_" + k]
@@ -684,7 +698,7 @@ meta = {
     "rounds": int(e("ROUNDS")), "pin": e("PIN"), "skipped": skipped, "notes": notes,
     "protocols": e("PROTOCOLS").split(), "streams": int(e("STREAMS")),
     "load_start": e("LOAD_START"), "load_end": e("LOAD_END"), "protocol_skipped": pskip,
-    "tls_negotiated": tlsneg,
+    "tls_negotiated": tlsneg, "veer_features": e("VEER_FEATURES"),
 }
 json.dump(meta, open(sys.argv[1], "w"), indent=1)
 EOF

@@ -997,7 +997,7 @@ static void parse_limits(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root
     out->header_timeout_ms = read_duration(ctx, obj, &p, "header_timeout", 1, 10000);
     out->max_connections = read_uint(ctx, obj, &p, "max_connections", 1, 10000000, 10000);
     out->buffer_bytes = read_uint(ctx, obj, &p, "buffer_bytes", 4096, 16777216, 65536);
-    out->max_idle_upstream = read_uint(ctx, obj, &p, "max_idle_upstream", 0, 65536, 64);
+    out->max_idle_upstream = read_uint(ctx, obj, &p, "max_idle_upstream", 0, 65536, 1024);
     out->max_pipelined = read_uint(ctx, obj, &p, "max_pipelined", 1, 1024, 16);
     parse_http2_limits(ctx, obj, &p, out);
 }

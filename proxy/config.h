@@ -84,7 +84,7 @@ typedef struct veer_limits_config_s {
     uint64_t header_timeout_ms;    /* default 10s: time to receive a whole request head */
     uint64_t max_connections;      /* default 10000: downstream connections per process */
     uint64_t buffer_bytes;         /* default 65536: per-direction high watermark */
-    uint64_t max_idle_upstream;    /* default 64: idle keep-alive connections per endpoint per worker */
+    uint64_t max_idle_upstream;    /* default 1024 (= the default max_connections breaker): idle keep-alive connections per endpoint per worker */
     uint64_t max_pipelined;        /* default 16: queued pipelined requests per connection */
     veer_http2_limits_t http2;
 } veer_limits_config_t;

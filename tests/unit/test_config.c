@@ -397,7 +397,7 @@ static void test_minimal_defaults(void)
     CHECK(lim->header_timeout_ms == 10000);
     CHECK(lim->max_connections == 10000);
     CHECK(lim->buffer_bytes == 65536);
-    CHECK(lim->max_idle_upstream == 64);
+    CHECK(lim->max_idle_upstream == 1024);
     CHECK(lim->max_pipelined == 16);
 
     CHECK(cfg->cluster_count == 1);
