@@ -878,13 +878,15 @@ static void parse_admin(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root,
 }
 
 /* "host:port" or "[v6]:port" with a port in 1..65535; the host may be a
- * name (a pod's DNS name), resolved when a change is sent. */
+ * name, and every address it resolves to is a peer (peers.c). */
 static bool valid_peer_address(const char *s)
 {
     const char *colon = strrchr(s, ':');
     if (colon == NULL || colon == s || colon[1] == '\0' || strlen(colon + 1) > 5)
         return false;
     if (s[0] == '[' && colon[-1] != ']')
+        return false;
+    if (colon - s > 255) /* a DNS name is at most 253 characters */
         return false;
     unsigned long port = 0;
     for (const char *c = colon + 1; *c; c++) {
@@ -900,12 +902,13 @@ static bool valid_peer_address(const char *s)
 
 static void parse_peers(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
 {
-    static const char *const keys[] = {"admins", "token_file", "timeout", "retries", NULL};
+    static const char *const keys[] = {"admins", "token_file", "timeout", "retries", "refresh", NULL};
     const cJSON *obj = read_object(ctx, root, at, "peers", F_NULLABLE, keys);
     jpath_t p = path_key(at, "peers");
     veer_peers_config_t *out = &cfg->peers;
     out->timeout_ms = read_duration(ctx, obj, &p, "timeout", 1, 2000);
     out->retries = (uint32_t)read_uint(ctx, obj, &p, "retries", 0, 100, 3);
+    out->refresh_ms = read_duration(ctx, obj, &p, "refresh", 100, 5000);
     out->token_file = read_string(ctx, obj, &p, "token_file", F_NULLABLE, NULL);
     const cJSON *array = read_array(ctx, obj, &p, "admins", obj != NULL ? F_REQUIRED : 0);
     if (array == NULL)

@@ -58,6 +58,7 @@ typedef struct veer_peers_config_s {
     char *token_file;   /* bearer token presented to the peers; NULL: none */
     uint64_t timeout_ms; /* per attempt, default 2s */
     uint32_t retries;   /* attempts after the first before a peer counts as unreachable, default 3 */
+    uint64_t refresh_ms; /* how often admins given by DNS name are resolved again, default 5s */
 } veer_peers_config_t;
 
 /* limits.http2: the HTTP/2 downstream's SETTINGS and attack budgets (h2.c). */

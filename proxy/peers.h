@@ -4,6 +4,8 @@
  * with a timeout per attempt and retries with backoff until the peer agrees.
  * A peer that stays unreachable past its retries is reported to the owner
  * (the canary controller pauses its runs), and retried until it answers.
+ * An entry that is a DNS name is every address it resolves to, re-resolved
+ * every peers.refresh: new addresses catch up, gone ones are dropped.
  *
  * Every call is made on the main thread. */
 #ifndef VEER_PEERS_H
@@ -54,10 +56,12 @@ void veer_peers_weights_changed(veer_peers_t *p, const char *route);
  * and has not agreed since. */
 bool veer_peers_failing(veer_peers_t *p, char *why, size_t whylen);
 
-/* /v1/status's "peers": [{admin, last_generation_acked, last_error, lag, ...}]. */
+/* /v1/status's "peers": [{admin, last_generation_acked, last_error, lag, ...}];
+ * admin is the entry, or "NAME@ADDR:PORT" for an address of a name. */
 cJSON *veer_peers_status_json(veer_peers_t *p);
 
-/* veer_peer_generation_lag{peer} and veer_peer_changes_dropped_total{peer}. */
+/* veer_peer_generation_lag{peer}, veer_peer_changes_dropped_total{peer},
+ * veer_peer_changes_discarded_total and veer_peer_addresses_left_out_total. */
 void veer_peers_write_metrics(veer_peers_t *p, veer_prom_buf_t *b);
 
 #endif

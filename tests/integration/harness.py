@@ -433,9 +433,11 @@ class Veer:
         return [o for o in self.json_log_lines() if isinstance(o, dict) and "remote" in o]
 
     # -- admin
+    admin_host = "127.0.0.1"  # a subclass may listen elsewhere (e.g. "::1")
+
     def admin(self, method, path, body=None, token=None, timeout=10, headers=None):
         """(status, parsed JSON or raw text)."""
-        c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
+        c = http.client.HTTPConnection(self.admin_host, self.admin_port, timeout=timeout)
         try:
             h = dict(headers or {})
             if token is not None:

@@ -265,6 +265,15 @@ class Kubernetes(unittest.TestCase):
         for pool in ("blue", "green", "canary"):
             self.assertEqual(cfg["clusters"][pool]["endpoints"],
                              ["embed-%s.akidb.svc.cluster.local:8080" % pool])
+        # every ready replica follows the one a release is started on: peers
+        # is the headless admin Service, which resolves to each ready veer pod
+        admin = svcs["veer-admin"]
+        self.assertEqual((admin.get("clusterIP"), admin.get("publishNotReadyAddresses")), ("None", False))
+        self.assertEqual(admin["selector"], {"app.kubernetes.io/name": "veer"})
+        self.assertEqual(admin["ports"][0]["port"], 9901)
+        self.assertEqual(cfg["peers"]["admins"], ["veer-admin.akidb.svc.cluster.local:9901"])
+        self.assertEqual(cfg["peers"]["token_file"], cfg["admin"]["token_file"])
+        self.assertEqual(cfg["admin"]["address"], "0.0.0.0:9901")
 
     def test_configmaps_pass_veer_check(self):
         n = 0

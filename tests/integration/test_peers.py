@@ -5,11 +5,18 @@ and promotes on every replica in lockstep; a stopped peer pauses the run with
 its address as the reason and shows its lag in /v1/status and /metrics, and
 catches up once restarted; a peer's PUT with "generation" adopts newer
 generations, answers 409 for a stale one with other weights and 200 for a
-retry, and needs the token; config errors for "peers" and canary "source"."""
+retry, and needs the token; config errors for "peers" and canary "source".
+A peer entry that is a DNS name (`localhost`, given 127.0.0.1 and ::1 by a
+hosts file bound over /etc/hosts in the leader's own mount namespace) is one
+peer per address: a change reaches both, an address that appears later
+catches up within `refresh` + 1 s, one that disappears is dropped."""
 
+import http.client
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -225,6 +232,182 @@ class PeersTest(unittest.TestCase):
         self.assertEqual((st, js["generation"]), (200, g0 + 61))
 
 
+class V6Veer(Veer):
+    """A replica whose admin API listens on [::1] only."""
+    admin_host = "::1"
+
+
+HOSTS = os.path.join(harness.TMP, "hosts")
+BOTH = "127.0.0.1 localhost\n::1 localhost\n"
+V4_ONLY = "127.0.0.1 localhost\n"
+
+
+def write_hosts(text):
+    # in place: the leader sees this inode through its bind mount
+    with open(HOSTS, "r+" if os.path.exists(HOSTS) else "w") as f:
+        f.seek(0)
+        f.write(text)
+        f.truncate()
+
+
+class HostsVeer(Veer):
+    """veer in a private mount namespace with HOSTS bound over /etc/hosts, so
+    the test decides what `localhost` resolves to without touching the host."""
+    wrapper = None
+
+    def start(self, timeout=None):
+        saved = harness.VEER_BIN
+        harness.VEER_BIN = self.wrapper
+        try:
+            return super().start(timeout)
+        finally:
+            harness.VEER_BIN = saved
+
+
+class V6HostsVeer(HostsVeer, V6Veer):
+    pass
+
+
+class PeersDnsTest(unittest.TestCase):
+    REFRESH = 0.5
+
+    @classmethod
+    def setUpClass(cls):
+        write_hosts(BOTH)
+        unshare = shutil.which("unshare")
+        probe = None
+        if unshare is not None:
+            probe = subprocess.run([unshare, "--mount", "sh", "-c", 'mount --bind "$0" /etc/hosts && getent ahosts '
+                                    'localhost', HOSTS], capture_output=True, text=True, timeout=10)
+        if probe is None or probe.returncode != 0 or "::1" not in probe.stdout or "127.0.0.1" not in probe.stdout:
+            # An environment without mount namespaces or IPv6 loopback cannot
+            # stage a name with two addresses: say so loudly in the test log
+            # rather than fail the suite on the machine's capabilities.
+            raise unittest.SkipTest("this test needs `unshare --mount` and a bind mount over /etc/hosts (root) to make "
+                                 "localhost resolve to 127.0.0.1 and ::1 for the leader only; got: %s" %
+                                 ("no unshare" if probe is None else (probe.returncode, probe.stdout, probe.stderr)))
+        try:
+            with socket.socket(socket.AF_INET6) as s:
+                s.bind(("::1", 0))
+        except OSError as e:
+            raise unittest.SkipTest("this test needs to bind [::1] (a peer listens there): %s" % e)
+        HostsVeer.wrapper = os.path.join(harness.TMP, "veer-with-hosts")
+        with open(HostsVeer.wrapper, "w") as f:
+            f.write('#!/bin/sh\nexec %s --mount sh -c \'mount --bind "$0" /etc/hosts && exec "$@"\' %s %s "$@"\n'
+                    % (unshare, HOSTS, harness.VEER_BIN))
+        os.chmod(HostsVeer.wrapper, 0o755)
+
+    def setUp(self):
+        for p in PODS.values():
+            p.fault(error_rate=0, latency="0ms", latency_p99="0ms")
+        self.port = harness.free_port()  # both peers' admin port, on 127.0.0.1 and [::1]
+        self.v4 = self.v6 = self.leader = None
+
+    def tearDown(self):
+        for v in (self.leader, self.v4, self.v6):
+            if v is not None and v.alive():
+                v.stop()
+
+    def start_peer(self, family):
+        cfg = config("dns-" + family)
+        if family == "v4":
+            cfg["admin"]["address"] = "127.0.0.1:%d" % self.port
+            return Veer(cfg, name="dns-v4")
+        cfg["admin"]["address"] = "[::1]:%d" % self.port
+        return V6Veer(cfg, name="dns-v6")
+
+    def start_leader(self):
+        return HostsVeer(config("dns-leader", {"admins": ["localhost:%d" % self.port], "token_file": token_file(),
+                                               "timeout": "300ms", "retries": 1, "refresh": "500ms"}),
+                         name="dns-leader")
+
+    def entries(self):
+        return {e["admin"]: e for e in self.leader.status()["peers"]}
+
+    def synced(self, peer):
+        return (peer.weights("embed"), peer.generation()) == (self.leader.weights("embed"), self.leader.generation())
+
+    def test_a_name_with_two_addresses_is_two_peers(self):
+        write_hosts(BOTH)
+        self.v4, self.v6 = self.start_peer("v4"), self.start_peer("v6")
+        self.leader = L = self.start_leader()
+        want = {"localhost@127.0.0.1:%d" % self.port, "localhost@[::1]:%d" % self.port}
+        wait_until(lambda: set(self.entries()) == want, 2 * SLOW, what="both addresses of localhost as peers")
+        st, js = L.set_weights("embed", {"blue": 70, "green": 30}, token=TOKEN)
+        self.assertEqual(st, 200, js)
+        wait_until(lambda: self.synced(self.v4) and self.synced(self.v6), 1.0 * SLOW, what="both peers in sync")
+        for p in (self.v4, self.v6):
+            self.assertEqual((p.weights("embed"), p.generation()), ({"blue": 70, "green": 30}, js["generation"]))
+        wait_until(lambda: all(e["state"] == "in_sync" and e["lag"] == 0 and e["last_generation_acked"] ==
+                               js["generation"] for e in self.entries().values()), 1.0 * SLOW, what="acks")
+        text = L.admin("GET", "/metrics")[1]
+        for admin in want:
+            self.assertIn('veer_peer_generation_lag{peer="%s"} 0' % admin, text)
+        self.assertIn("veer_peer_changes_discarded_total 0", text)
+
+    def test_an_address_that_appears_catches_up_and_one_that_goes_is_dropped(self):
+        write_hosts(V4_ONLY)
+        self.v4 = self.start_peer("v4")
+        self.leader = L = self.start_leader()
+        v4_admin, v6_admin = "localhost@127.0.0.1:%d" % self.port, "localhost@[::1]:%d" % self.port
+        wait_until(lambda: set(self.entries()) == {v4_admin}, 2 * SLOW, what="one peer")
+        st, js = L.set_weights("embed", {"blue": 60, "green": 40}, token=TOKEN)
+        self.assertEqual(st, 200, js)
+        wait_until(lambda: self.synced(self.v4), 1.0 * SLOW, what="the v4 peer in sync")
+        # a replica starts and DNS starts giving its address: it gets the
+        # current weights with the current generation, without a new change
+        self.v6 = self.start_peer("v6")
+        self.assertEqual(self.v6.weights("embed"), {"blue": 100, "green": 0})
+        write_hosts(BOTH)
+        t0 = time.time()
+        wait_until(lambda: self.synced(self.v6), (self.REFRESH + 1.0) * SLOW, what="the new address caught up")
+        self.assertLess(time.time() - t0, (self.REFRESH + 1.0) * SLOW)
+        self.assertEqual((self.v6.weights("embed"), self.v6.generation()), ({"blue": 60, "green": 40},
+                                                                             js["generation"]))
+        self.assertEqual(set(self.entries()), {v4_admin, v6_admin})
+        # it stops answering with a change waiting, then leaves DNS: dropped
+        # with its waiting change discarded; the other peer is unaffected
+        self.v6.stop()
+        st, js = L.set_weights("embed", {"blue": 50, "green": 50}, token=TOKEN)
+        self.assertEqual(st, 200, js)
+        wait_until(lambda: self.entries()[v6_admin]["state"] == "unreachable", 3 * SLOW, what="unreachable")
+        write_hosts(V4_ONLY)
+        wait_until(lambda: set(self.entries()) == {v4_admin}, (self.REFRESH + 1.0) * SLOW, what="the address dropped")
+        self.assertTrue(self.synced(self.v4))
+        self.assertIn("veer_peer_changes_discarded_total 1", L.admin("GET", "/metrics")[1])
+        self.assertIn("localhost@[::1]:%d is no longer in DNS" % self.port, "".join(L.stderr_lines()))
+
+    def test_the_leaders_own_address_among_a_names_addresses_is_self(self):
+        write_hosts(BOTH)
+        self.v4 = self.start_peer("v4")
+        cfg = config("dns-self", {"admins": ["localhost:%d" % self.port], "token_file": token_file(),
+                                  "timeout": "300ms", "retries": 1, "refresh": "500ms"})
+        cfg["admin"]["address"] = "[::1]:%d" % self.port
+        self.leader = L = V6HostsVeer(cfg, name="dns-self")
+        st, js = L.set_weights("embed", {"blue": 20, "green": 80}, token=TOKEN)
+        self.assertEqual(st, 200, js)
+        wait_until(lambda: self.synced(self.v4), 1.0 * SLOW, what="the other replica in sync")
+        me, other = "localhost@[::1]:%d" % self.port, "localhost@127.0.0.1:%d" % self.port
+        wait_until(lambda: {a: e["state"] for a, e in self.entries().items()} == {me: "self", other: "in_sync"},
+                   1.0 * SLOW, what="self and in_sync")
+        self.assertEqual((self.entries()[me]["lag"], self.entries()[me]["last_error"]), (0, None))
+
+    def test_at_most_32_peers_from_names(self):
+        write_hosts("".join("127.0.0.%d many\n" % i for i in range(1, 35)))
+        self.leader = L = HostsVeer(config("dns-many", {"admins": ["127.0.0.1:%d" % self.port, "many:%d" % self.port],
+                                                        "timeout": "300ms", "retries": 0, "refresh": "500ms"}),
+                                    name="dns-many")
+        wait_until(lambda: len(self.entries()) == 32, 2 * SLOW, what="32 peers")
+        names = sorted(a for a in self.entries() if a.startswith("many@"))
+        self.assertEqual(len(names), 31)
+        self.assertIn("127.0.0.1:%d" % self.port, self.entries())
+        self.assertIn("veer_peer_addresses_left_out_total 3", L.admin("GET", "/metrics")[1])
+        self.assertIn("3 more addresses than the 32 peers allowed", "".join(L.stderr_lines()))
+        # unchanged answers are not counted again
+        time.sleep(3 * self.REFRESH)
+        self.assertIn("veer_peer_addresses_left_out_total 3", L.admin("GET", "/metrics")[1])
+
+
 class PeersConfigTest(unittest.TestCase):
     def check(self, cfg):
         path = os.path.join(harness.TMP, "check-%d.json" % time.time_ns())
@@ -233,12 +416,12 @@ class PeersConfigTest(unittest.TestCase):
         return subprocess.run([harness.VEER_BIN, "check", "-c", path], capture_output=True, text=True, timeout=30)
 
     def test_bad_peers_are_reported_with_their_paths(self):
-        cfg = config("check", {"admins": ["10.0.0.2:9901", "no-port", "10.0.0.2:9901", 7], "timeout": 2,
-                               "retries": -1, "tokenfile": "x"})
+        cfg = config("check", {"admins": ["10.0.0.2:9901", "no-port", "10.0.0.2:9901", 7, "h" * 300 + ":9901"],
+                               "timeout": 2, "retries": -1, "tokenfile": "x", "refresh": "10ms"})
         p = self.check(cfg)
         self.assertNotEqual(p.returncode, 0)
-        for path in ("peers.admins[1]", "peers.admins[2]", "peers.admins[3]", "peers.timeout", "peers.retries",
-                     "peers.tokenfile"):
+        for path in ("peers.admins[1]", "peers.admins[2]", "peers.admins[3]", "peers.admins[4]", "peers.timeout",
+                     "peers.retries", "peers.tokenfile", "peers.refresh"):
             self.assertIn(path, p.stderr + p.stdout)
         cfg["peers"] = {"admins": ["10.0.1.%d:9901" % i for i in range(33)]}
         p = self.check(cfg)
