@@ -1721,7 +1721,7 @@ static const veer_canary_config_t canary_defaults = {
     .stable = -1, .canary = -1, .mode = VEER_CANARY_PROGRESSIVE, .interval_ms = 30000, .step_weight = 10,
     .max_weight = 50, .threshold = 5, .min_requests = 100, .iterations = 10, .max_inconclusive = 3,
     .success_rate_min = 99.0, .p99_max_ms = 500, .compare_to_stable = true, .confidence = 0.99,
-    .p99_ratio_max = 1.5, .webhook_timeout_ms = 5000, .webhook_retries = 3,
+    .p99_ratio_max = 1.5, .webhook_timeout_ms = 5000, .webhook_retries = 3, .source_timeout_ms = 2000,
 };
 
 static void free_canary_match(veer_canary_config_t *c)
@@ -1753,6 +1753,7 @@ void veer_config_canary_free(veer_canary_config_t *c)
     free(c->webhook_rolled_back);
     free_canary_phase_hooks(c);
     free(c->webhook_confirm_promotion);
+    free(c->source_prometheus);
     free(c);
 }
 
@@ -1777,6 +1778,7 @@ static veer_canary_config_t *canary_copy(parse_ctx_t *ctx, const jpath_t *at, co
     bool ok = copy_optional_string(&out->webhook_promoted, src->webhook_promoted);
     ok = copy_optional_string(&out->webhook_rolled_back, src->webhook_rolled_back) && ok;
     ok = copy_optional_string(&out->webhook_confirm_promotion, src->webhook_confirm_promotion) && ok;
+    ok = copy_optional_string(&out->source_prometheus, src->source_prometheus) && ok;
     if (ok && src->step_weight_count) {
         out->step_weights = calloc(src->step_weight_count, sizeof *out->step_weights);
         ok = out->step_weights != NULL;
@@ -1968,6 +1970,36 @@ static void parse_canary_webhooks(parse_ctx_t *ctx, const cJSON *obj, const jpat
     out->webhook_retries = (uint32_t)read_uint(ctx, hooks, &p, "retries", 0, 10, out->webhook_retries);
 }
 
+/* source: {"prometheus": "http://host:port", "query_window", "timeout"}; null
+ * goes back to this replica's own stats. Only http://: the query API is on the
+ * cluster network, and a URL the client cannot use is refused here, not at
+ * the first analysis. */
+static void parse_canary_source(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, veer_canary_config_t *out)
+{
+    static const char *const keys[] = {"prometheus", "query_window", "timeout", NULL};
+    if (cJSON_IsNull(lookup(obj, "source"))) {
+        free(out->source_prometheus);
+        out->source_prometheus = NULL;
+    }
+    const cJSON *src = read_object(ctx, obj, at, "source", F_NULLABLE, keys);
+    if (!src)
+        return;
+    jpath_t p = path_key(at, "source");
+    jpath_t up = path_key(&p, "prometheus");
+    char *url = read_string(ctx, src, &p, "prometheus", F_REQUIRED, NULL);
+    if (url && (strncmp(url, "http://", 7) != 0 || url[7] == '\0' || url[7] == '/' || strchr(url, '?'))) {
+        add_error(ctx, &up, "expected an http://host:port URL of the Prometheus server, got \"%s\"", url);
+        free(url);
+        url = NULL;
+    }
+    if (url) {
+        free(out->source_prometheus);
+        out->source_prometheus = url;
+    }
+    out->source_query_window_ms = read_duration(ctx, src, &p, "query_window", 1000, 0);
+    out->source_timeout_ms = read_duration(ctx, src, &p, "timeout", 1, 2000);
+}
+
 /* Keys that only one mode uses are errors in another, so that a policy means
  * what it reads; an inherited A/B match is dropped when the mode changes. */
 static void check_canary_mode(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, veer_canary_config_t *out)
@@ -2010,10 +2042,7 @@ static void parse_canary_body(parse_ctx_t *ctx, const veer_config_t *cfg, const 
     out->compare_to_stable = read_bool(ctx, obj, at, "compare_to_stable", out->compare_to_stable);
     out->confidence = read_number(ctx, obj, at, "confidence", 0.5, true, 0.999999, out->confidence);
     out->p99_ratio_max = read_number(ctx, obj, at, "p99_ratio_max", 1.0, false, 100, out->p99_ratio_max);
-    if (lookup(obj, "source") != NULL) {
-        jpath_t sp = path_key(at, "source");
-        add_error(ctx, &sp, "source: prometheus is not supported yet; analysis uses this replica's own stats");
-    }
+    parse_canary_source(ctx, obj, at, out);
     parse_canary_match(ctx, obj, at, out);
     parse_canary_webhooks(ctx, obj, at, out);
     check_canary_mode(ctx, obj, at, out);

@@ -289,6 +289,9 @@ typedef struct veer_canary_config_s {
     char *webhook_confirm_promotion; /* NULL: promotion needs no confirmation */
     uint64_t webhook_timeout_ms;   /* default 5s */
     uint32_t webhook_retries;      /* default 3 */
+    char *source_prometheus;       /* source.prometheus: "http://host:port" of a query API; NULL: local stats */
+    uint64_t source_query_window_ms; /* source.query_window; 0: the run's interval */
+    uint64_t source_timeout_ms;    /* source.timeout: one query set's limit (default 2s) */
 } veer_canary_config_t;
 
 typedef struct veer_route_config_s {

@@ -16,6 +16,7 @@
 #include "histogram.h"
 #include "log.h"
 #include "peers.h"
+#include "promsource.h"
 #include "state.h"
 #include "stats.h"
 #include "webhook.h"
@@ -34,6 +35,13 @@ typedef struct entry_s {
     uint64_t checks_passed;
     uint64_t analyses_seen; /* run.analyses when checks_passed was last counted */
     bool confirmed, confirm_inflight;
+    /* source.prometheus: the windows come from a query set, not from stats */
+    char *prom_url;                   /* NULL: this replica's stats */
+    uint64_t prom_window_ms, prom_timeout_ms;
+    veer_promsource_query_t *query;   /* the set in flight (at most one); NULL none */
+    uint64_t query_run;               /* run.started_ms of the run that asked */
+    uint64_t prom_queries, prom_errors, prom_last_ms;
+    char prom_error[VEER_CANARY_TEXT_CAP]; /* the last set's error; "" after a good one */
 } entry_t;
 
 struct veer_controller_s {
@@ -41,6 +49,7 @@ struct veer_controller_s {
     veer_runtime_t *rt;
     veer_webhooks_t *hooks;
     veer_peers_t *peers; /* the other replicas, told of every weight change */
+    veer_promsource_t *prom;
     entry_t **entries;
     size_t count;
 };
@@ -333,6 +342,11 @@ static void apply(entry_t *e, const veer_canary_update_t *up, bool set_weights)
                                 p->match_equals, err, sizeof err) != 0)
             veer_log_error("canary %s: A/B match not applied: %s", e->route, err);
     }
+    if (up->mirror_changed) {
+        char err[512] = "";
+        if (veer_runtime_set_mirror(ctl->rt, e->route, up->mirror ? e->run.policy.canary : NULL, err, sizeof err) != 0)
+            veer_log_error("canary %s: mirror not applied: %s", e->route, err);
+    }
     if (up->analysed) {
         if (e->run.analyses > e->analyses_seen && e->run.has_analysis &&
             e->run.last_analysis.verdict == VEER_CANARY_PASS)
@@ -375,6 +389,91 @@ static void on_peer_failed(void *arg, const char *why)
         pause_with(ctl->entries[i], why);
 }
 
+/* The interval's windows are in: judge them and apply the answer. */
+static void analyse(entry_t *e, const veer_canary_window_t *canary, const veer_canary_window_t *stable)
+{
+    veer_canary_inputs_t in;
+    veer_canary_update_t up;
+
+    fill_inputs(e->ctl, e->run.policy.canary, &in);
+    in.promotion_confirmed = e->confirmed;
+    if (veer_canary_tick(&e->run, canary, stable, &in, now_ms(), &up) != VEER_CANARY_OK) {
+        veer_log_error("canary %s: analysis failed (out of memory); retrying next interval", e->route);
+        schedule(e);
+        return;
+    }
+    if (up.analysed && in.promotion_confirmed)
+        e->confirmed = false; /* used: the next promotion asks again */
+    apply(e, &up, true);
+}
+
+/* A query set that failed says nothing about the canary: the interval is
+ * inconclusive (the weight holds, no check fails or passes) with the query's
+ * error as its reason, and max_inconclusive of them in a row pause the run. */
+static void prom_inconclusive(entry_t *e, const char *error)
+{
+    veer_canary_window_t none = {0, 0, 0};
+    uint64_t analyses = e->run.analyses;
+
+    if (e->run.phase == VEER_CANARY_PROGRESSING && e->run.stage != VEER_CANARY_STAGE_GATE &&
+        e->run.inconclusive_streak + 1 >= e->run.policy.max_inconclusive) {
+        char why[VEER_CANARY_TEXT_CAP];
+        snprintf(why, sizeof why, "%u inconclusive analyses in a row (%s)", e->run.inconclusive_streak + 1, error);
+        if (pause_with(e, why))
+            return;
+    }
+    analyse(e, &none, &none);
+    if (e->run.analyses > analyses && e->run.last_analysis.verdict == VEER_CANARY_INCONCLUSIVE)
+        snprintf(e->run.last_analysis.detail, sizeof e->run.last_analysis.detail, "inconclusive: %s", error);
+}
+
+static void on_prom_answer(void *arg, const veer_canary_window_t *canary, const veer_canary_window_t *stable,
+                           const char *error, uint64_t elapsed_ms)
+{
+    entry_t *e = arg;
+
+    e->query = NULL;
+    e->prom_last_ms = elapsed_ms;
+    snprintf(e->prom_error, sizeof e->prom_error, "%s", error != NULL ? error : "");
+    if (error != NULL) {
+        e->prom_errors++;
+        veer_log_warn("canary %s: %s", e->route, error);
+    }
+    if (e->run.started_ms != e->query_run) { /* asked for a run that has ended since */
+        schedule(e);
+        return;
+    }
+    if (error != NULL)
+        prom_inconclusive(e, error);
+    else
+        analyse(e, canary, stable);
+}
+
+/* Ask Prometheus for the interval's windows; the answer runs the analysis.
+ * The main loop never waits for it. */
+static void prom_ask(entry_t *e)
+{
+    uint64_t window = e->prom_window_ms != 0 ? e->prom_window_ms : e->run.policy.interval_ms;
+    veer_promsource_request_t req = {
+        .url = e->prom_url, .route = e->route, .canary = e->run.policy.canary, .stable = e->run.policy.stable,
+        .window_ms = window < 1000 ? 1000 : window, /* Prometheus' resolution: no sub-second ranges */
+        .timeout_ms = e->prom_timeout_ms,
+    };
+    char err[VEER_CANARY_TEXT_CAP];
+
+    if (e->query != NULL) /* the answer to the set in flight analyses and schedules */
+        return;
+    e->prom_queries++;
+    e->query_run = e->run.started_ms;
+    if (veer_promsource_query(e->ctl->prom, &req, on_prom_answer, e, &e->query, err, sizeof err) != 0) {
+        e->query = NULL;
+        e->prom_errors++;
+        snprintf(e->prom_error, sizeof e->prom_error, "%s", err);
+        veer_log_warn("canary %s: %s", e->route, err);
+        prom_inconclusive(e, err);
+    }
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     entry_t *e = arg;
@@ -382,14 +481,18 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     veer_stats_view_t *cur = malloc(sizeof *cur);
     veer_hist_t *scratch = malloc(sizeof *scratch);
     veer_canary_window_t w[2] = {{0, 0, 0}, {0, 0, 0}};
-    veer_canary_inputs_t in;
-    veer_canary_update_t up;
     (void)fd;
     (void)what;
 
     if (pause_for_peers(e)) {
         free(cur);
         free(scratch);
+        return;
+    }
+    if (e->prom_url != NULL) {
+        free(cur);
+        free(scratch);
+        prom_ask(e);
         return;
     }
     if (cur == NULL || scratch == NULL) {
@@ -409,16 +512,59 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     veer_snapshot_release(snap);
     free(cur);
     free(scratch);
-    fill_inputs(ctl, e->run.policy.canary, &in);
-    in.promotion_confirmed = e->confirmed;
-    if (veer_canary_tick(&e->run, &w[SIDE_CANARY], &w[SIDE_STABLE], &in, now_ms(), &up) != VEER_CANARY_OK) {
-        veer_log_error("canary %s: analysis failed (out of memory); retrying next interval", e->route);
-        schedule(e);
-        return;
+    analyse(e, &w[SIDE_CANARY], &w[SIDE_STABLE]);
+}
+
+/* The run's analysis source from its canary block (a copy: the block is
+ * freed or replaced by a reload while the run goes on). */
+typedef struct source_s {
+    char *url; /* NULL: local stats */
+    uint64_t window_ms, timeout_ms;
+} source_t;
+
+static int source_of(const veer_canary_config_t *cc, source_t *out)
+{
+    out->url = cc != NULL && cc->source_prometheus != NULL ? strdup(cc->source_prometheus) : NULL;
+    out->window_ms = cc != NULL ? cc->source_query_window_ms : 0;
+    out->timeout_ms = cc != NULL && cc->source_timeout_ms > 0 ? cc->source_timeout_ms : 2000;
+    return cc != NULL && cc->source_prometheus != NULL && out->url == NULL ? -1 : 0;
+}
+
+/* Takes src's URL. */
+static void set_source(entry_t *e, source_t *src)
+{
+    free(e->prom_url);
+    e->prom_url = src->url;
+    src->url = NULL;
+    e->prom_window_ms = src->window_ms;
+    e->prom_timeout_ms = src->timeout_ms;
+    e->prom_queries = e->prom_errors = e->prom_last_ms = 0;
+    e->prom_error[0] = '\0';
+}
+
+static cJSON *source_json(const entry_t *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL)
+        return NULL;
+    if (e->prom_url == NULL) {
+        cJSON_AddStringToObject(o, "kind", "local");
+        return o;
     }
-    if (up.analysed && in.promotion_confirmed)
-        e->confirmed = false; /* used: the next promotion asks again */
-    apply(e, &up, true);
+    cJSON_AddStringToObject(o, "kind", "prometheus");
+    cJSON_AddStringToObject(o, "prometheus", e->prom_url);
+    cJSON_AddNumberToObject(o, "query_window_ms",
+                            (double)(e->prom_window_ms != 0 ? e->prom_window_ms : e->run.policy.interval_ms));
+    cJSON_AddNumberToObject(o, "timeout_ms", (double)e->prom_timeout_ms);
+    cJSON_AddNumberToObject(o, "queries", (double)e->prom_queries);
+    cJSON_AddNumberToObject(o, "errors", (double)e->prom_errors);
+    cJSON_AddNumberToObject(o, "last_query_ms", (double)e->prom_last_ms);
+    if (e->prom_error[0] != '\0')
+        cJSON_AddStringToObject(o, "last_error", e->prom_error);
+    else
+        cJSON_AddNullToObject(o, "last_error");
+    cJSON_AddBoolToObject(o, "in_flight", e->query != NULL);
+    return o;
 }
 
 /* ---- admin calls -------------------------------------------------------------- */
@@ -442,6 +588,9 @@ static cJSON *run_json(const entry_t *e)
     cJSON_AddNumberToObject(o, "checks_passed", (double)e->checks_passed);
     if (e->stable[0] != '\0')
         cJSON_AddStringToObject(o, "stable_cluster", e->stable);
+    cJSON *source = source_json(e);
+    if (source != NULL)
+        cJSON_AddItemToObject(o, "source", source);
     return o;
 }
 
@@ -520,18 +669,20 @@ int veer_controller_start(veer_controller_t *ctl, const char *route, const cJSON
     }
     veer_config_errors_clear(&errs);
     int rc = veer_canary_policy_from_config(&policy, cfg, cc, err, sizeof err);
+    source_t source = {NULL, 0, 0}; /* the entry takes it only once the run has started */
+    if (rc == VEER_CANARY_OK && source_of(cc, &source) != 0) {
+        veer_canary_policy_clear(&policy);
+        snprintf(err, sizeof err, "out of memory");
+        rc = VEER_CANARY_ENOMEM;
+    }
     veer_config_canary_free(cc);
     veer_snapshot_release(snap);
     if (rc != VEER_CANARY_OK)
         return reply_with(rc == VEER_CANARY_ENOMEM ? 500 : 400, reply, err);
     if (strcmp(policy.stable, policy.canary) == 0) {
         veer_canary_policy_clear(&policy);
+        free(source.url);
         return reply_with(400, reply, "canary: must differ from stable");
-    }
-    if (policy.mirror_iterations > 0) {
-        /* refused rather than run blind: the canary would see no request in its mirrored phase */
-        veer_canary_policy_clear(&policy);
-        return reply_with(400, reply, "mirror_iterations: mirroring is not supported by this build yet; use 0");
     }
     fill_inputs(ctl, policy.canary, &in);
     snprintf(e->run.policy.canary, sizeof e->run.policy.canary, "%s", policy.canary);
@@ -539,8 +690,15 @@ int veer_controller_start(veer_controller_t *ctl, const char *route, const cJSON
     take_base(e);
     rc = veer_canary_start(&e->run, &policy, &in, now_ms(), &up, err, sizeof err);
     veer_canary_policy_clear(&policy);
-    if (rc != VEER_CANARY_OK)
+    if (rc != VEER_CANARY_OK) {
+        free(source.url);
         return reply_with(rc == VEER_CANARY_ESTATE ? 409 : rc == VEER_CANARY_ENOMEM ? 500 : 400, reply, err);
+    }
+    if (e->query != NULL) { /* a finished run's late set: its answer means nothing now */
+        veer_promsource_cancel(e->query);
+        e->query = NULL;
+    }
+    set_source(e, &source);
     e->checks_passed = 0;
     e->analyses_seen = e->run.analyses;
     e->confirmed = false;
@@ -744,6 +902,14 @@ static void restore_one(veer_controller_t *ctl, const char *route, const cJSON *
         return;
     }
     e->analyses_seen = e->run.analyses;
+    veer_snapshot_t *snap = veer_runtime_acquire(ctl->rt);
+    int r = veer_config_route_index(snap->config, route);
+    source_t source;
+    if (r >= 0 && source_of(snap->config->routes[r].canary, &source) != 0)
+        veer_log_error("canary %s: out of memory for its analysis source; it reads local stats", route);
+    else if (r >= 0)
+        set_source(e, &source);
+    veer_snapshot_release(snap);
     veer_log_info("canary %s: restored a %s run at weight %u", route, veer_canary_phase_name(e->run.phase),
                   e->run.weight);
     up.phase_changed = false; /* a restart is not a phase change: no webhook */
@@ -792,9 +958,12 @@ veer_controller_t *veer_controller_new(struct event_base *base, veer_runtime_t *
 {
     veer_controller_t *ctl = calloc(1, sizeof *ctl);
     if (ctl == NULL || (ctl->hooks = veer_webhooks_new(base)) == NULL ||
+        (ctl->prom = veer_promsource_new(base)) == NULL ||
         (ctl->peers = veer_peers_new(base, rt, on_peer_failed, ctl)) == NULL) {
-        if (ctl != NULL)
+        if (ctl != NULL) {
             veer_webhooks_free(ctl->hooks);
+            veer_promsource_free(ctl->prom);
+        }
         free(ctl);
         snprintf(err, errlen, "canary controller: out of memory");
         return NULL;
@@ -811,8 +980,10 @@ void veer_controller_free(veer_controller_t *ctl)
     if (ctl == NULL)
         return;
     veer_state_set_extra(NULL, NULL, NULL);
+    veer_promsource_free(ctl->prom); /* cancels the sets in flight: no answer reaches a freed entry */
     for (size_t i = 0; i < ctl->count; i++) {
         entry_t *e = ctl->entries[i];
+        free(e->prom_url);
         event_free(e->timer);
         veer_canary_run_free(&e->run);
         free(e->base[0]);

@@ -16,6 +16,7 @@
 #include "h2up.h"
 #include "headers.h"
 #include "log.h"
+#include "mirror.h"
 #include "outlier.h"
 #include "resilience.h"
 #include "router.h"
@@ -794,6 +795,7 @@ void veer_exchange_start(veer_exchange_t *x)
         veer_exchange_local_reply(x, 503, "no healthy endpoint", x->req.has_body);
         return;
     }
+    veer_mirror_maybe(x); /* a canary run's mirrored phase: a copy to the canary, before x can end */
     if (rc->retry.attempts > 1 && x->req.has_body &&
         (x->req.content_length < 0 || (uint64_t)x->req.content_length <= rc->retry.max_body_bytes))
         x->replay = evbuffer_new(); /* NULL: not kept, so not replayed */

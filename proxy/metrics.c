@@ -225,6 +225,18 @@ static void write_workers(veer_prom_buf_t *b, const veer_metrics_source_t *src)
     };
     write_rows(b, "veer_upstream_events_total", "counter", "Upstream connection events, by kind.", "kind", up,
                sizeof up / sizeof up[0]);
+    veer_prom_family(b, "veer_mirror_requests_total", "counter", "Canary mirror copies sent.");
+    veer_prom_sample_u64(b, "veer_mirror_requests_total", NULL, 0, SUM(mirror_requests));
+    veer_prom_family(b, "veer_mirror_failed_total", "counter", "Canary mirror copies that failed (5xx, reset, timeout).");
+    veer_prom_sample_u64(b, "veer_mirror_failed_total", NULL, 0, SUM(mirror_failed));
+    counter_row_t mirror[] = {
+        {"in_flight_cap", SUM(mirror_dropped_cap)},
+        {"body", SUM(mirror_dropped_body)},
+        {"protocol", SUM(mirror_dropped_protocol)},
+        {"no_endpoint", SUM(mirror_dropped_no_endpoint)},
+    };
+    write_rows(b, "veer_mirror_dropped_total", "counter", "Requests not mirrored to the canary, by reason.", "reason",
+               mirror, sizeof mirror / sizeof mirror[0]);
     veer_prom_family(b, "veer_upstream_cx_total", "counter", "Upstream connections opened.");
     veer_prom_sample_u64(b, "veer_upstream_cx_total", NULL, 0, SUM(upstream_cx_total));
     veer_prom_family(b, "veer_downstream_bad_requests_total", "counter", "Malformed downstream requests (400).");

@@ -138,6 +138,7 @@ static veer_snapshot_t *snapshot_clone(const veer_snapshot_t *old)
             snapshot_free(snap);
             return NULL;
         }
+        snap->routes[i].mirror = old->routes[i].mirror;
         const veer_override_t *ab = old->routes[i].ab;
         if (ab != NULL && (snap->routes[i].ab = ab_new(ab->kind, ab->name, ab->equals, ab->cluster)) == NULL) {
             snapshot_free(snap);
@@ -474,6 +475,36 @@ out:
     return rc;
 }
 
+int veer_runtime_set_mirror(veer_runtime_t *rt, const char *route, const char *cluster, char *err, size_t errlen)
+{
+    veer_snapshot_t *cur = veer_runtime_acquire(rt);
+    int r = veer_config_route_index(cur->config, route);
+    int c = cluster != NULL ? veer_config_cluster_index(cur->config, cluster) : -1;
+    veer_snapshot_t *snap = NULL;
+    int rc = VEER_RT_EINVAL;
+
+    if (r < 0 || (cluster != NULL && c < 0)) {
+        snprintf(err, errlen, "mirror: unknown route \"%s\" or cluster \"%s\"", route, cluster ? cluster : "");
+        goto out;
+    }
+    rc = VEER_RT_OK;
+    if (cur->routes[r].mirror == c + 1)
+        goto out; /* already so: no new snapshot */
+    rc = VEER_RT_ENOMEM;
+    if ((snap = snapshot_clone(cur)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    snap->routes[r].mirror = c + 1;
+    pthread_mutex_lock(&rt->lock);
+    publish_locked(rt, snap);
+    pthread_mutex_unlock(&rt->lock);
+    rc = VEER_RT_OK;
+out:
+    veer_snapshot_release(cur);
+    return rc;
+}
+
 static bool file_split_equal(const veer_config_t *a, const veer_route_config_t *ra, const veer_config_t *b,
                              const veer_route_config_t *rb)
 {
@@ -531,6 +562,16 @@ static int carry_ab(veer_snapshot_t *snap, size_t r, const veer_snapshot_t *old)
     return (snap->routes[r].ab = ab_new(ab->kind, ab->name, ab->equals, c)) != NULL ? 0 : -1;
 }
 
+/* A canary run's mirror outlives a reload while its route and cluster do. */
+static void carry_mirror(veer_snapshot_t *snap, size_t r, const veer_snapshot_t *old)
+{
+    int orx = veer_config_route_index(old->config, snap->config->routes[r].name);
+    if (orx < 0 || old->routes[orx].mirror <= 0)
+        return;
+    int c = veer_config_cluster_index(snap->config, old->config->clusters[old->routes[orx].mirror - 1].name);
+    snap->routes[r].mirror = c + 1;
+}
+
 static bool endpoints_equal(const veer_cluster_config_t *a, const veer_cluster_config_t *b)
 {
     if (a->endpoint_count != b->endpoint_count)
@@ -560,6 +601,7 @@ int veer_runtime_reload(veer_runtime_t *rt, veer_config_t *cfg, veer_tls_set_t *
         int carried = carry_weights(snap, r, old);
         if (carried < 0 || (carried == 0 && file_split_into(snap, r) < 0) || carry_ab(snap, r, old) < 0)
             rc = -1;
+        carry_mirror(snap, r, old);
     }
     for (size_t c = 0; c < cfg->cluster_count && rc == 0; c++) {
         int oc = veer_config_cluster_index(old->config, cfg->clusters[c].name);

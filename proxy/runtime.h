@@ -25,6 +25,7 @@ typedef struct veer_route_weights_s {
     veer_split_t *split; /* runtime order: config order, clusters added later at the end */
     size_t count;
     veer_override_t *ab; /* a canary run's A/B match: matching requests go to ab->cluster; NULL: none */
+    int32_t mirror;      /* a canary run's mirror: cluster index + 1 that gets copies (mirror.h); 0: none */
 } veer_route_weights_t;
 
 typedef struct veer_snapshot_s {
@@ -94,6 +95,12 @@ int veer_runtime_adopt_weights(veer_runtime_t *rt, const char *route, const char
  * generation stays. Kept across reloads while route and cluster exist. */
 int veer_runtime_set_ab(veer_runtime_t *rt, const char *route, const char *cluster, veer_key_kind_t kind,
                         const char *name, const char *equals, char *err, size_t errlen);
+
+/* Set (cluster non-NULL) or clear (cluster NULL) a route's mirror for a
+ * canary run's mirrored phase: requests to other clusters of the route are
+ * copied to cluster (mirror.h). A routing change only, like the A/B match,
+ * and kept across reloads while route and cluster exist. */
+int veer_runtime_set_mirror(veer_runtime_t *rt, const char *route, const char *cluster, char *err, size_t errlen);
 
 /* Swap in a new config (already validated) with its TLS contexts. Runtime
  * weights of a route are kept when the route's split in the new file equals

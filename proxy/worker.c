@@ -18,6 +18,7 @@
 #include "h2.h"
 #include "h2up.h"
 #include "log.h"
+#include "mirror.h"
 #include "resilience.h"
 #include "stats.h"
 #include "upstream.h"
@@ -333,6 +334,7 @@ void veer_worker_free(veer_worker_t *w)
     if (w->ws != NULL)
         close_idle_upstreams(w);
     veer_h2up_pool_free(w);
+    veer_mirror_worker_free(w);
     veer_exchange_worker_free(w);
     close_listeners(w);
     if (w->base != NULL && event_initialized(&w->stats_ev))

@@ -50,6 +50,9 @@ typedef struct veer_worker_stats_s {
     /* HTTP/2 upstream (h2up.c): requests refused for a full pending FIFO, and
      * requests sent again after REFUSED_STREAM or above a GOAWAY's last id */
     atomic_uint_fast64_t upstream_pending_overflow, upstream_h2_resends;
+    /* canary mirrors (mirror.c): copies sent, copies that failed, copies not sent and why */
+    atomic_uint_fast64_t mirror_requests, mirror_failed, mirror_dropped_cap, mirror_dropped_body,
+        mirror_dropped_protocol, mirror_dropped_no_endpoint;
 } veer_worker_stats_t;
 
 typedef struct veer_worker_s {
@@ -78,6 +81,8 @@ typedef struct veer_worker_s {
     struct veer_conn_wait_s *conn_wait; /* exchanges waiting for a max_connections slot (exchange.c), made on first use */
     struct veer_stats_worker_s *req_stats; /* this worker's part of rt->stats (stats.h); NULL: not recorded */
     struct event stats_ev;                 /* 1 s: gives back window memory of idle series */
+    struct veer_mirror_s *mirrors;         /* canary mirrors in flight (mirror.c), doubly linked */
+    uint32_t mirror_count;
 } veer_worker_t;
 
 /* Set up a worker (its base and listening sockets for every listener of

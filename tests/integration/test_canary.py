@@ -348,12 +348,12 @@ class CanaryTest(unittest.TestCase):
                                                                     "x-canary-group": "a"})
         self.assertEqual(hd.get("x-pod"), "green-1")
 
-    def test_mirror_is_refused_with_a_message(self):
+    def test_mirror_starts_a_mirrored_phase(self):
+        # the phase itself is tested in test_canary_mirror.py
         v = self.start()
         st, js = v.admin("POST", "/v1/routes/embed/canary", policy(mirror_iterations=2))
-        self.assertEqual(st, 400, js)
-        self.assertIn("mirror", js["error"])
-        self.assertEqual(canary(v)["phase"], "idle")
+        self.assertEqual(st, 200, js)
+        self.assertEqual((js["stage"], js["weight"], js["mirror"]), ("mirror", 0, True))
 
     def test_ctl_canary(self):
         v = self.start()

@@ -434,14 +434,16 @@ class PeersConfigTest(unittest.TestCase):
         p = self.check(cfg)
         self.assertEqual(p.returncode, 0, p.stderr)
 
-    def test_canary_source_is_refused_clearly(self):
+    def test_canary_source_is_checked(self):
         cfg = config("check")
         cfg["routes"][0]["canary"] = {"stable": "blue", "canary": "green",
                                       "source": {"prometheus": "http://127.0.0.1:9090", "query_window": "1m"}}
         p = self.check(cfg)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        cfg["routes"][0]["canary"]["source"] = {"prometheus": "https://127.0.0.1:9090"}
+        p = self.check(cfg)
         self.assertNotEqual(p.returncode, 0)
-        self.assertIn("routes[0].canary.source", p.stderr + p.stdout)
-        self.assertIn("not supported yet", p.stderr + p.stdout)
+        self.assertIn("routes[0].canary.source.prometheus", p.stderr + p.stdout)
 
 
 if __name__ == "__main__":

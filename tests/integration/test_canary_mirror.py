@@ -1,0 +1,274 @@
+"""A canary run's mirrored phase (mirror_iterations): while it lasts every
+user response comes from the stable pod and the canary's live weight stays 0,
+yet the canary pod receives a copy of each bodiless request (x-veer-mirror: 1)
+and its outcome feeds the analysis: a healthy canary leaves the mirror and
+progresses, one answering 503 or hanging is rolled back from the mirror,
+without users seeing an error or a slower response. Bodies are not copied
+(counted in veer_mirror_dropped_total{reason="body"})."""
+
+import http.client
+import os
+import re
+import socket
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import SLOW, Veer, base_config, do_request, wait_until  # noqa: E402
+
+PODS = {}
+POD_NAMES = ("blue-m", "canary-m")
+
+
+def setUpModule():
+    harness.start_pods(PODS, POD_NAMES)
+
+
+def config():
+    clusters = {"blue": [PODS["blue-m"].addr], "canary": [PODS["canary-m"].addr]}
+    routes = [{"name": "web", "match": {"path_prefix": "/"}, "timeout": "400ms",
+               "split": [{"cluster": "blue", "weight": 100}, {"cluster": "canary", "weight": 0}]}]
+    return base_config(clusters, routes)
+
+
+def policy(**over):
+    p = {"stable": "blue", "canary": "canary", "interval": "300ms", "step_weight": 25, "max_weight": 50,
+         "min_requests": 5, "threshold": 2, "success_rate_min": 95, "p99_max": "300ms",
+         "compare_to_stable": False, "max_inconclusive": 20, "mirror_iterations": 3}
+    p.update(over)
+    return p
+
+
+def metric(v, name, labels=""):
+    st, text = v.admin("GET", "/metrics")
+    assert st == 200, st
+    if isinstance(text, bytes):
+        text = text.decode()
+    m = re.search(r"^%s%s (\S+)$" % (re.escape(name), re.escape(labels)), text, re.M)
+    return float(m.group(1)) if m else None
+
+
+class Users:
+    """Sequential GETs on one keep-alive connection, each timed."""
+
+    def __init__(self, v):
+        self.v = v
+        self.conn = http.client.HTTPConnection("127.0.0.1", v.port, timeout=10)
+        self.results = []  # (status, x-pod, seconds)
+
+    def one(self, path="/headers"):
+        t0 = time.monotonic()
+        st, hd, _ = do_request(self.conn, "GET", path)
+        self.results.append((st, hd.get("x-pod"), time.monotonic() - t0))
+
+    def close(self):
+        self.conn.close()
+
+
+class MirrorTest(unittest.TestCase):
+    def setUp(self):
+        for p in PODS.values():
+            p.fault(error_rate=0, hang_rate=0, latency="0ms", latency_p99="0ms")
+            p.reset_stats()
+        self.v = Veer(config())
+        self.users = Users(self.v)
+
+    def tearDown(self):
+        self.users.close()
+        self.v.stop()
+
+    def run_json(self):
+        st, js = self.v.admin("GET", "/v1/routes/web/canary")
+        self.assertEqual(st, 200, js)
+        return js
+
+    def start_run(self, **over):
+        st, js = self.v.admin("POST", "/v1/routes/web/canary", policy(**over))
+        self.assertEqual(st, 200, js)
+        self.assertEqual(js["stage"], "mirror", js)
+        self.assertEqual(js["weight"], 0, js)
+        return js
+
+    def drive_until(self, pred, timeout, what):
+        """Send user requests until pred(run) holds; returns that run.
+        self.in_mirror: how many of the results were answered while the run
+        was still mirrored (checked after each batch of 5)."""
+        deadline = time.monotonic() + timeout * SLOW
+        self.in_mirror = 0
+        while time.monotonic() < deadline:
+            for _ in range(5):
+                self.users.one()
+                time.sleep(0.002)
+            run = self.run_json()
+            if run["stage"] == "mirror":
+                self.in_mirror = len(self.users.results)
+            if pred(run):
+                return run
+        self.fail("%s never happened; last run: %s" % (what, self.run_json()))
+
+    def assert_users_unaffected(self, bound_s):
+        self.assertTrue(self.users.results)
+        self.assertEqual({(st, pod) for st, pod, _ in self.users.results}, {(200, "blue-m")})
+        slowest = max(d for _, _, d in self.users.results)
+        self.assertLess(slowest, bound_s * SLOW, "a user waited %.3fs" % slowest)
+
+    def test_each_request_is_copied_while_users_stay_on_stable(self):
+        self.start_run(mirror_iterations=1000)  # stays mirrored for the whole test
+        for _ in range(100):
+            self.users.one()
+            time.sleep(0.002)  # a pace the copies keep up with, far below the cap of 64 in flight
+        self.assert_users_unaffected(0.3)
+        # every request is either copied or, on a loaded machine, dropped at the cap and counted
+        dropped = metric(self.v, "veer_mirror_dropped_total", '{reason="in_flight_cap"}')
+        sent = metric(self.v, "veer_mirror_requests_total")
+        self.assertEqual(sent + dropped, 100)
+        self.assertGreaterEqual(sent, 50)
+        wait_until(lambda: PODS["canary-m"].stats()["requests_total"] >= sent, 5 * SLOW,
+                   what="%d copies (dropped %d, failed %s)" % (sent, dropped, metric(self.v, "veer_mirror_failed_total")))
+        time.sleep(0.2)
+        self.assertEqual(PODS["canary-m"].stats()["requests_total"], sent)
+        self.assertEqual(PODS["blue-m"].stats()["requests_total"], 100)
+        self.assertEqual(metric(self.v, "veer_mirror_failed_total"), 0)
+        run = self.run_json()
+        self.assertEqual((run["stage"], run["weight"]), ("mirror", 0))
+        self.assertEqual(self.v.weights("web"), {"blue": 100, "canary": 0})
+        # the canary's stats on the route see the copies, for the analysis
+        def copies_analysed():
+            return sum(e["analysis"]["canary"]["requests"] for e in self.run_json()["events"]
+                       if e["kind"] == "iteration")
+        wait_until(lambda: copies_analysed() > 0, 3 * SLOW, what="an analysis of the copies")
+        self.assertLessEqual(copies_analysed(), 100)
+        # a request with a body is not copied, and is counted
+        st, hd, _ = self.v.request("POST", "/echo", b"x" * 100)
+        self.assertEqual((st, hd.get("x-pod")), (200, "blue-m"))
+        self.assertEqual(metric(self.v, "veer_mirror_dropped_total", '{reason="body"}'), 1)
+        time.sleep(0.2)
+        self.assertEqual(PODS["canary-m"].stats()["requests_total"], 100)
+        # the copy carries x-veer-mirror: 1 and the user's authority
+        PODS["canary-m"].reset_stats()
+        st, hd, body = self.v.request("GET", "/headers", headers={"host": "shop.example"})
+        self.assertEqual((st, hd.get("x-pod")), (200, "blue-m"))
+        self.assertNotIn(b"x-veer-mirror", body.lower())  # users never see it
+        st, _ = self.v.admin("POST", "/v1/routes/web/canary/abort")
+        self.assertEqual(st, 200)
+
+    def test_healthy_canary_leaves_the_mirror_and_progresses(self):
+        self.start_run()
+        run = self.drive_until(lambda r: r["stage"] != "mirror", 10, "leaving the mirror")
+        mirrored = self.users.results[:self.in_mirror]
+        self.assertGreater(len(mirrored), 0)
+        self.assertEqual(run["phase"], "progressing", run)
+        kinds = [e["kind"] for e in run["events"]]
+        # the third passing mirrored analysis is the one that makes it live
+        self.assertEqual(kinds[:4], ["started", "iteration", "iteration", "live"], kinds)
+        self.assertEqual(run["events"][3]["analysis"]["verdict"], "pass", run["events"][3])
+        self.assertGreater(run["events"][3]["analysis"]["canary"]["requests"], 0, run["events"][3])
+        self.assertEqual({(st, pod) for st, pod, _ in mirrored}, {(200, "blue-m")})
+        # each of them was copied or, on a loaded machine, dropped at the cap and counted
+        sent = metric(self.v, "veer_mirror_requests_total")
+        dropped = metric(self.v, "veer_mirror_dropped_total", '{reason="in_flight_cap"}')
+        self.assertGreaterEqual(sent + dropped, len(mirrored))
+        self.assertGreaterEqual(sent, len(mirrored) / 2)
+        wait_until(lambda: PODS["canary-m"].stats()["requests_total"] >= sent, 5 * SLOW, what="the copies")
+        run = self.drive_until(lambda r: r["weight"] > 0, 10, "a live weight")
+        self.assertEqual(run["mirror"], False)
+        self.assertEqual(self.v.weights("web")["canary"], run["weight"])
+        self.users.results.clear()
+        for _ in range(40):
+            self.users.one()
+        self.assertIn("canary-m", {pod for _, pod, _ in self.users.results})  # now live
+        before = metric(self.v, "veer_mirror_requests_total")
+        for _ in range(20):
+            self.users.one()
+        self.assertEqual(metric(self.v, "veer_mirror_requests_total"), before)  # no copies after the mirror
+        self.v.admin("POST", "/v1/routes/web/canary/abort")
+
+    def rolled_back_from_mirror(self, **fault):
+        PODS["canary-m"].fault(**fault)
+        self.start_run()
+        run = self.drive_until(lambda r: r["phase"] != "progressing" or r["stage"] != "mirror", 10,
+                               "the end of the mirror")
+        self.assertEqual(run["phase"], "rolled_back", run)
+        kinds = [e["kind"] for e in run["events"]]
+        self.assertNotIn("live", kinds)
+        self.assertEqual(self.v.weights("web"), {"blue": 100, "canary": 0})
+        self.assertGreater(PODS["canary-m"].stats()["requests_total"], 0)
+        self.assertGreater(metric(self.v, "veer_mirror_failed_total"), 0)
+        return run
+
+    def test_failing_canary_is_rolled_back_from_the_mirror_and_users_never_see_it(self):
+        self.rolled_back_from_mirror(error_rate=1)
+        self.assert_users_unaffected(0.3)
+
+    def test_hanging_canary_neither_slows_users_nor_survives(self):
+        self.rolled_back_from_mirror(hang_rate=1)
+        # every copy hangs until the route timeout (400ms): users still answered at once
+        self.assert_users_unaffected(0.3)
+        self.assertGreater(metric(self.v, "veer_mirror_requests_total"), 0)
+        # copies hang until the timeout, so the per-worker cap of 64 in flight is hit and counted
+        self.assertGreater(metric(self.v, "veer_mirror_dropped_total", '{reason="in_flight_cap"}'), 0)
+
+
+class Capture(threading.Thread):
+    """A one-shot HTTP/1.1 server that keeps the request head it receives."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.heads = []
+        self.start()
+
+    def run(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            self.heads.append(data.split(b"\r\n\r\n")[0].decode("latin-1"))
+            c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            c.close()
+
+
+class MirrorCopyTest(unittest.TestCase):
+    def test_copy_has_the_users_method_path_headers_and_x_veer_mirror(self):
+        cap = Capture()
+        clusters = {"blue": [PODS["blue-m"].addr], "canary": [cap.addr]}
+        routes = [{"name": "web", "match": {"path_prefix": "/"},
+                   "split": [{"cluster": "blue", "weight": 100}, {"cluster": "canary", "weight": 0}]}]
+        v = Veer(base_config(clusters, routes))
+        try:
+            st, js = v.admin("POST", "/v1/routes/web/canary", policy(mirror_iterations=1000, interval="5s"))
+            self.assertEqual(st, 200, js)
+            st, hd, _ = v.request("GET", "/headers?q=1", headers={"host": "shop.example", "x-user": "u1"})
+            self.assertEqual((st, hd.get("x-pod")), (200, "blue-m"))
+            wait_until(lambda: cap.heads, 5 * SLOW, what="the copy")
+            lines = cap.heads[0].split("\r\n")
+            self.assertEqual(lines[0], "GET /headers?q=1 HTTP/1.1")
+            fields = {}
+            for ln in lines[1:]:
+                k, _, val = ln.partition(":")
+                fields[k.strip().lower()] = val.strip()
+            self.assertEqual(fields.get("host"), "shop.example")
+            self.assertEqual(fields.get("x-user"), "u1")
+            self.assertEqual(fields.get("x-veer-mirror"), "1")
+            wait_until(lambda: metric(v, "veer_mirror_requests_total") == 1, 3 * SLOW, what="the count")
+            self.assertEqual(metric(v, "veer_mirror_failed_total"), 0)
+        finally:
+            v.stop()
+            cap.sock.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
