@@ -78,6 +78,17 @@ void *veer_arena_grow(veer_arena_t *a, void *old, size_t old_len, size_t new_len
     return p;
 }
 
+int veer_arena_append(veer_arena_t *a, char **buf, size_t *len, const void *at, size_t n)
+{
+    char *g = veer_arena_grow(a, *buf, *len, *len + n);
+    if (g == NULL)
+        return -1;
+    memcpy(g + *len, at, n);
+    *buf = g;
+    *len += n;
+    return 0;
+}
+
 void veer_arena_reset(veer_arena_t *a)
 {
     veer_arena_chunk_t *c = a->chunks;

@@ -27,6 +27,10 @@ void *veer_arena_alloc(veer_arena_t *a, size_t n);
 char *veer_arena_memdup(veer_arena_t *a, const void *p, size_t n);
 /* Grow the last allocation `old` (of old_len) to new_len, copying when needed. */
 void *veer_arena_grow(veer_arena_t *a, void *old, size_t old_len, size_t new_len);
+/* Append n bytes to the string *buf of *len bytes (the last allocation grows
+ * in place when it can; a parser's name or value arriving in pieces). 0, or
+ * -1 when the arena is full. */
+int veer_arena_append(veer_arena_t *a, char **buf, size_t *len, const void *at, size_t n);
 void veer_arena_reset(veer_arena_t *a);
 
 #endif

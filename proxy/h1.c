@@ -51,6 +51,8 @@ static void schedule_close(veer_h1conn_t *c)
 
 /* ---- request parsing ---- */
 
+static const veer_ds_ops_t h1_ds_ops; /* defined with the ops below */
+
 static int fail(veer_h1conn_t *c, int status, const char *msg)
 {
     if (c->error_status == 0) {
@@ -65,19 +67,15 @@ static int append(veer_h1conn_t *c, char **buf, size_t *len, const char *at, siz
     c->head_bytes += n;
     if (c->head_bytes > c_config(c)->limits.max_header_bytes)
         return fail(c, 431, "request headers too large");
-    char *g = veer_arena_grow(&c->x->arena, *buf, *len, *len + n);
-    if (g == NULL)
+    if (veer_arena_append(&c->x->arena, buf, len, at, n) < 0)
         return fail(c, 431, "request headers too large");
-    memcpy(g + *len, at, n);
-    *buf = g;
-    *len += n;
     return 0;
 }
 
 static int on_message_begin(llhttp_t *p)
 {
     veer_h1conn_t *c = p->data;
-    c->x = veer_exchange_new(c->w, NULL, c);
+    c->x = veer_exchange_new(c->w, &h1_ds_ops, c);
     if (c->x == NULL)
         return fail(c, 503, "out of memory");
     c->x->client_tls = c->sock.ssl != NULL;
@@ -242,9 +240,6 @@ static int on_headers_complete(llhttp_t *p)
         event_del(&c->timer);
         c->header_timer_on = 0;
     }
-    x->ds = NULL; /* set below: ops are static */
-    extern const veer_ds_ops_t veer_h1_ds_ops;
-    x->ds = &veer_h1_ds_ops;
     x->client_addr = (const struct sockaddr *)&c->peer;
     x->listener = c->listener;
     veer_exchange_start(x); /* may answer at once (404, 413, 503) */
@@ -298,12 +293,10 @@ static void parse_error(veer_h1conn_t *c, llhttp_errno_t rc)
     c->closing = 1;
     veer_sock_read_disable(&c->sock);
     veer_exchange_t *x = c->x;
-    if (x == NULL && (x = c->x = veer_exchange_new(c->w, NULL, c)) == NULL) {
+    if (x == NULL && (x = c->x = veer_exchange_new(c->w, &h1_ds_ops, c)) == NULL) {
         schedule_close(c);
         return;
     }
-    extern const veer_ds_ops_t veer_h1_ds_ops;
-    x->ds = &veer_h1_ds_ops;
     x->client_addr = (const struct sockaddr *)&c->peer;
     x->listener = c->listener;
     if (x->resp_head_sent) {
@@ -579,7 +572,7 @@ static void ds_flush(void *ctx)
         veer_sock_flush(&c->sock);
 }
 
-const veer_ds_ops_t veer_h1_ds_ops = {
+static const veer_ds_ops_t h1_ds_ops = {
     .resp_head = ds_resp_head,
     .resp_body = ds_resp_body,
     .resp_end = ds_resp_end,

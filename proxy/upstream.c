@@ -86,17 +86,6 @@ static void set_timer(veer_upconn_t *uc, uint64_t ms)
 
 /* ---- response parsing ---- */
 
-static int append(veer_exchange_t *x, char **buf, size_t *len, const char *at, size_t n)
-{
-    char *g = veer_arena_grow(&x->arena, *buf, *len, *len + n);
-    if (g == NULL)
-        return -1;
-    memcpy(g + *len, at, n);
-    *buf = g;
-    *len += n;
-    return 0;
-}
-
 static int commit_header(veer_upconn_t *uc)
 {
     veer_exchange_t *x = uc->x;
@@ -140,7 +129,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
     if (uc->last_was_value && commit_header(uc) < 0)
         return -1;
     uc->last_was_value = 0;
-    return append(uc->x, &uc->cur_name, &uc->cur_name_len, at, n);
+    return veer_arena_append(&uc->x->arena, &uc->cur_name, &uc->cur_name_len, at, n);
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
@@ -149,7 +138,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
     if (uc->x == NULL)
         return -1;
     uc->last_was_value = 1;
-    return append(uc->x, &uc->cur_value, &uc->cur_value_len, at, n);
+    return veer_arena_append(&uc->x->arena, &uc->cur_value, &uc->cur_value_len, at, n);
 }
 
 static int on_headers_complete(llhttp_t *p)
