@@ -53,6 +53,9 @@ struct veer_admin_s {
     size_t token_len;
     bool protect_reads;
     struct timespec started;
+    /* a follower's forced PUT ran its generation ahead of the leader's: the
+     * leader's next change replaces it anyway, with the leader's generation */
+    bool forced_ahead;
 };
 
 typedef enum { ACCESS_OPEN, ACCESS_READ, ACCESS_MUTATE } admin_access_t;
@@ -404,6 +407,8 @@ static void handle_status(admin_call_t *call)
     else
         cJSON_AddNullToObject(body, "config_path");
     cJSON_AddBoolToObject(body, "draining", is_draining(admin));
+    /* peers.leader: whether this replica runs the canary controller */
+    cJSON_AddBoolToObject(body, "leader", admin->hooks.canary == NULL || veer_controller_leads(admin->hooks.canary));
     cJSON *routes = cJSON_AddArrayToObject(body, "routes");
     for (size_t i = 0; i < cfg->route_count; i++) {
         cJSON *route = route_json(snap, i);
@@ -776,10 +781,23 @@ static void handle_weights_put(admin_call_t *call)
     }
     /* with "generation" the change comes from a leader: adopted, never passed on */
     bool from_leader = wr.generation != 0;
+    /* a follower's weights are the leader's: an operator's change here alone
+     * would be undone by the leader's next one, so it must be meant */
+    if (!from_leader && canary != NULL && !veer_controller_leads(canary)) {
+        if (!wr.force) {
+            weights_request_clear(&wr);
+            reply_error(call, 409, "weights on a follower come from the leader (peers.leader); set them there, or "
+                                   "send \"force\": true to change this replica alone");
+            return;
+        }
+        cJSON_AddBoolToObject(call->change, "follower_forced", true);
+    }
     if (from_leader)
         cJSON_AddNumberToObject(call->change, "leader_generation", (double)wr.generation);
+    bool over_local = from_leader && call->admin->forced_ahead;
+    uint64_t leader_generation = wr.generation;
     int rc = from_leader ? veer_runtime_adopt_weights(call->admin->rt, call->name, wr.names, wr.weights, wr.count,
-                                                      wr.generation, &generation, err, sizeof err)
+                                                      wr.generation, over_local, &generation, err, sizeof err)
                          : veer_runtime_set_weights(call->admin->rt, call->name, wr.names, wr.weights, wr.count,
                                                     wr.if_generation, &generation, err, sizeof err);
     weights_request_clear(&wr);
@@ -787,6 +805,10 @@ static void handle_weights_put(admin_call_t *call)
         reply_error(call, runtime_error_status(rc), err[0] != '\0' ? err : "weights not applied");
         return;
     }
+    if (!from_leader && canary != NULL && !veer_controller_leads(canary))
+        call->admin->forced_ahead = true;
+    else if (from_leader && generation == leader_generation)
+        call->admin->forced_ahead = false; /* in step with the leader's numbering again */
     if (!from_leader && canary != NULL)
         veer_controller_weights_changed(canary, call->name);
     call->has_generation = true;

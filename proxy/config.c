@@ -900,12 +900,58 @@ static bool valid_peer_address(const char *s)
     return port >= 1 && port <= 65535;
 }
 
+/* A host name as gethostname() gives it: 1..253 of [A-Za-z0-9.-_], not
+ * starting or ending with '.' or '-'. */
+static bool valid_host_name(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 253 || s[0] == '.' || s[0] == '-' || s[len - 1] == '.' || s[len - 1] == '-')
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!is_alnum(s[i]) && s[i] != '-' && s[i] != '.' && s[i] != '_')
+            return false;
+    return true;
+}
+
+/* peers.leader: every replica shares the peer list, so which one runs the
+ * canary controller must be said, never guessed (two leaders would fight). */
+static void parse_peers_leader(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at, veer_peers_config_t *out)
+{
+    const cJSON *item = lookup(obj, "leader");
+    jpath_t lp = path_key(at, "leader");
+    char got[64];
+    if (item == NULL) {
+        add_error(ctx, &lp, "required: true on the replica that runs the canary controller, false on the others, "
+                            "or the leader's host name");
+    } else if (cJSON_IsBool(item)) {
+        out->leader = cJSON_IsTrue(item);
+    } else if (!cJSON_IsString(item)) {
+        add_error(ctx, &lp, "expected true, false or the leader's host name, got %s", describe(item, got, sizeof got));
+    } else if (!valid_host_name(item->valuestring)) {
+        add_error(ctx, &lp, "expected a host name (1-253 of letters, digits, '-', '.', '_'), got %s",
+                  describe(item, got, sizeof got));
+    } else {
+        out->leader_host = dup_string(ctx, &lp, item->valuestring);
+    }
+}
+
+bool veer_config_leads(const veer_config_t *cfg, const char *hostname)
+{
+    const veer_peers_config_t *pc = &cfg->peers;
+    if (pc->leader_host != NULL)
+        return hostname != NULL && strcmp(pc->leader_host, hostname) == 0;
+    return pc->leader;
+}
+
 static void parse_peers(parse_ctx_t *ctx, veer_config_t *cfg, const cJSON *root, const jpath_t *at)
 {
-    static const char *const keys[] = {"admins", "token_file", "timeout", "retries", "refresh", NULL};
+    static const char *const keys[] = {"admins", "token_file", "timeout", "retries", "refresh", "leader", NULL};
     const cJSON *obj = read_object(ctx, root, at, "peers", F_NULLABLE, keys);
     jpath_t p = path_key(at, "peers");
     veer_peers_config_t *out = &cfg->peers;
+    out->leader = obj == NULL; /* a single replica leads */
+    if (obj != NULL)
+        parse_peers_leader(ctx, obj, &p, out);
     out->timeout_ms = read_duration(ctx, obj, &p, "timeout", 1, 2000);
     out->retries = (uint32_t)read_uint(ctx, obj, &p, "retries", 0, 100, 3);
     out->refresh_ms = read_duration(ctx, obj, &p, "refresh", 100, 5000);
@@ -2382,6 +2428,7 @@ void veer_config_free(veer_config_t *cfg)
         free(cfg->peers.admins[i]);
     free(cfg->peers.admins);
     free(cfg->peers.token_file);
+    free(cfg->peers.leader_host);
     free(cfg->state_file);
     free(cfg->access_log.path);
     free(cfg->stats.histogram_buckets_us);

@@ -59,6 +59,10 @@ typedef struct veer_peers_config_s {
     uint64_t timeout_ms; /* per attempt, default 2s */
     uint32_t retries;   /* attempts after the first before a peer counts as unreachable, default 3 */
     uint64_t refresh_ms; /* how often admins given by DNS name are resolved again, default 5s */
+    /* leader (required with peers): true/false, or the host name of the
+     * replica that leads (leader_host set). Without peers: true. */
+    bool leader;
+    char *leader_host;
 } veer_peers_config_t;
 
 /* limits.http2: the HTTP/2 downstream's SETTINGS and attack budgets (h2.c). */
@@ -359,6 +363,10 @@ veer_config_t *veer_config_parse(const char *json_text, size_t len, veer_config_
 veer_config_t *veer_config_load(const char *path, veer_config_errors_t *errs);
 void veer_config_free(veer_config_t *cfg);
 void veer_config_errors_clear(veer_config_errors_t *errs);
+
+/* Whether this replica runs the canary controller (peers.leader); hostname
+ * is gethostname()'s, compared with a host-name leader. */
+bool veer_config_leads(const veer_config_t *cfg, const char *hostname);
 
 int veer_config_cluster_index(const veer_config_t *cfg, const char *name);
 int veer_config_route_index(const veer_config_t *cfg, const char *name);

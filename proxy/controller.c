@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -48,10 +49,12 @@ struct veer_controller_s {
     struct event_base *base;
     veer_runtime_t *rt;
     veer_webhooks_t *hooks;
-    veer_peers_t *peers; /* the other replicas, told of every weight change */
+    veer_peers_t *peers; /* the other replicas, told of every weight change; NULL on a follower */
     veer_promsource_t *prom;
     entry_t **entries;
     size_t count;
+    bool leader;              /* config peers.leader, taken at start (a reload may not change it) */
+    char follower_why[640];   /* the 409 of a follower's start and verbs */
 };
 
 static uint64_t now_ms(void)
@@ -647,6 +650,10 @@ int veer_controller_start(veer_controller_t *ctl, const char *route, const cJSON
         veer_snapshot_release(snap);
         return reply_with(404, reply, "unknown route");
     }
+    if (!ctl->leader) {
+        veer_snapshot_release(snap);
+        return reply_with(409, reply, ctl->follower_why);
+    }
     if ((e = get_entry(ctl, route)) == NULL) {
         veer_snapshot_release(snap);
         return reply_with(500, reply, "out of memory");
@@ -714,6 +721,8 @@ int veer_controller_command(veer_controller_t *ctl, const char *route, const cha
 
     if (route_known(ctl, route, NULL) < 0)
         return reply_with(404, reply, "unknown route");
+    if (!ctl->leader)
+        return reply_with(409, reply, ctl->follower_why);
     entry_t *e = get_entry(ctl, route);
     if (e == NULL)
         return reply_with(500, reply, "out of memory");
@@ -733,17 +742,25 @@ int veer_controller_get(veer_controller_t *ctl, const char *route, cJSON **reply
     if (e == NULL)
         return reply_with(500, reply, "out of memory");
     *reply = run_json(e);
+    if (*reply != NULL)
+        cJSON_AddBoolToObject(*reply, "leader", ctl->leader);
     return 200;
+}
+
+bool veer_controller_leads(const veer_controller_t *ctl)
+{
+    return ctl->leader;
 }
 
 void veer_controller_weights_changed(veer_controller_t *ctl, const char *route)
 {
-    veer_peers_weights_changed(ctl->peers, route);
+    if (ctl->peers != NULL) /* a follower's changes stay on it */
+        veer_peers_weights_changed(ctl->peers, route);
 }
 
 cJSON *veer_controller_peers_json(veer_controller_t *ctl)
 {
-    return veer_peers_status_json(ctl->peers);
+    return ctl->peers != NULL ? veer_peers_status_json(ctl->peers) : cJSON_CreateArray();
 }
 
 bool veer_controller_owns(const veer_controller_t *ctl, const char *route)
@@ -844,7 +861,11 @@ void veer_controller_write_metrics(const veer_controller_t *ctl, veer_prom_buf_t
     veer_prom_family(b, "veer_canary_webhooks_refused_total", "counter",
                      "Webhook calls refused because too many were in flight.");
     veer_prom_sample_u64(b, "veer_canary_webhooks_refused_total", NULL, 0, veer_webhooks_refused(ctl->hooks));
-    veer_peers_write_metrics(ctl->peers, b);
+    veer_prom_family(b, "veer_canary_leader", "gauge",
+                     "1 when this replica runs the canary controller (config peers.leader), 0 on a follower.");
+    veer_prom_sample_u64(b, "veer_canary_leader", NULL, 0, ctl->leader ? 1 : 0);
+    if (ctl->peers != NULL)
+        veer_peers_write_metrics(ctl->peers, b);
 }
 
 /* ---- state file ------------------------------------------------------------------ */
@@ -901,6 +922,15 @@ static void restore_one(veer_controller_t *ctl, const char *route, const cJSON *
         veer_log_warn("canary %s: state_file: %s; the run is dropped", route, err);
         return;
     }
+    if (!ctl->leader) {
+        /* saved while this replica led: the leader runs it now; the weights stay as they were */
+        if (veer_canary_active(&e->run))
+            veer_log_warn("canary %s: state_file: a %s run is not resumed: this replica follows the canary leader "
+                          "(peers.leader); the route keeps its weights",
+                          route, veer_canary_phase_name(e->run.phase));
+        veer_canary_run_free(&e->run);
+        return;
+    }
     e->analyses_seen = e->run.analyses;
     veer_snapshot_t *snap = veer_runtime_acquire(ctl->rt);
     int r = veer_config_route_index(snap->config, route);
@@ -954,12 +984,37 @@ static void restore_all(veer_controller_t *ctl)
 
 /* ---- lifecycle ------------------------------------------------------------------ */
 
+/* peers.leader against this host's name, once: a reload may not change it (main.c). */
+static void take_role(veer_controller_t *ctl, veer_runtime_t *rt)
+{
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0)
+        host[0] = '\0';
+    veer_snapshot_t *snap = veer_runtime_acquire(rt);
+    const veer_peers_config_t *pc = &snap->config->peers;
+    ctl->leader = veer_config_leads(snap->config, host);
+    if (pc->leader_host != NULL)
+        snprintf(ctl->follower_why, sizeof ctl->follower_why,
+                 "this replica follows the canary leader (peers.leader is \"%s\", this host is \"%s\"): "
+                 "start and steer runs on the leader",
+                 pc->leader_host, host);
+    else
+        snprintf(ctl->follower_why, sizeof ctl->follower_why,
+                 "this replica follows the canary leader (peers.leader is false): start and steer runs on the leader");
+    veer_snapshot_release(snap);
+    veer_log_info("canary: this replica %s", ctl->leader ? "leads (runs the canary controller)"
+                                                        : "follows the canary leader (peers.leader)");
+}
+
 veer_controller_t *veer_controller_new(struct event_base *base, veer_runtime_t *rt, char *err, size_t errlen)
 {
     veer_controller_t *ctl = calloc(1, sizeof *ctl);
+    if (ctl != NULL)
+        take_role(ctl, rt);
+    /* a follower pushes nothing: no peer list, no lookups of peer names */
     if (ctl == NULL || (ctl->hooks = veer_webhooks_new(base)) == NULL ||
         (ctl->prom = veer_promsource_new(base)) == NULL ||
-        (ctl->peers = veer_peers_new(base, rt, on_peer_failed, ctl)) == NULL) {
+        (ctl->leader && (ctl->peers = veer_peers_new(base, rt, on_peer_failed, ctl)) == NULL)) {
         if (ctl != NULL) {
             veer_webhooks_free(ctl->hooks);
             veer_promsource_free(ctl->prom);

@@ -34,6 +34,11 @@ int veer_controller_start(veer_controller_t *ctl, const char *route, const cJSON
 int veer_controller_command(veer_controller_t *ctl, const char *route, const char *verb, cJSON **reply);
 int veer_controller_get(veer_controller_t *ctl, const char *route, cJSON **reply);
 
+/* Config peers.leader, taken at start: true when this replica runs canary
+ * runs and pushes weight changes to its peers. A follower answers start and
+ * the verbs with 409, resumes no run from the state file and has no peers. */
+bool veer_controller_leads(const veer_controller_t *ctl);
+
 /* route's weights were changed by an operator on this replica: apply the
  * change to the peers (config "peers"), as every change of a run is. */
 void veer_controller_weights_changed(veer_controller_t *ctl, const char *route);

@@ -97,6 +97,14 @@ static int check_immutable(const veer_config_t *old, const veer_config_t *cfg, c
         snprintf(err, errlen, "access_log.buffer_bytes: cannot change on reload (restart veer)");
         return -1;
     }
+    /* the canary controller takes its role once, at start (controller.c) */
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0)
+        host[0] = '\0';
+    if (veer_config_leads(old, host) != veer_config_leads(cfg, host)) {
+        snprintf(err, errlen, "peers.leader: cannot change on reload whether this replica leads (restart veer)");
+        return -1;
+    }
     return 0;
 }
 

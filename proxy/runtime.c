@@ -335,8 +335,8 @@ static bool weights_equal(const veer_snapshot_t *snap, int r, const char *const 
 /* adopt 0: the next generation; otherwise that generation, which must be
  * newer than the current one unless the weights are already these. */
 static int set_weights(veer_runtime_t *rt, const char *route, const char *const *names, const int64_t *weights,
-                       size_t n, uint64_t if_generation, uint64_t adopt, uint64_t *new_generation, char *err,
-                       size_t errlen)
+                       size_t n, uint64_t if_generation, uint64_t adopt, bool over_local, uint64_t *new_generation,
+                       char *err, size_t errlen)
 {
     veer_snapshot_t *cur = veer_runtime_acquire(rt);
     int rc = VEER_RT_EINVAL;
@@ -372,13 +372,15 @@ static int set_weights(veer_runtime_t *rt, const char *route, const char *const 
             if (new_generation)
                 *new_generation = cur->generation;
             rc = VEER_RT_OK;
-        } else {
+            goto out;
+        } else if (!over_local) {
             snprintf(err, errlen,
                      "generation %llu is stale: this replica is at generation %llu with different weights",
                      (unsigned long long)adopt, (unsigned long long)cur->generation);
             rc = VEER_RT_ESTALE;
+            goto out;
         }
-        goto out;
+        /* over_local: the leader's numbering wins, a step back included */
     }
     rc = VEER_RT_ENOMEM;
     if ((snap = snapshot_clone(cur)) == NULL) {
@@ -429,14 +431,14 @@ out:
 int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *const *names, const int64_t *weights,
                              size_t n, uint64_t if_generation, uint64_t *new_generation, char *err, size_t errlen)
 {
-    return set_weights(rt, route, names, weights, n, if_generation, 0, new_generation, err, errlen);
+    return set_weights(rt, route, names, weights, n, if_generation, 0, false, new_generation, err, errlen);
 }
 
 int veer_runtime_adopt_weights(veer_runtime_t *rt, const char *route, const char *const *names,
-                               const int64_t *weights, size_t n, uint64_t generation, uint64_t *new_generation,
-                               char *err, size_t errlen)
+                               const int64_t *weights, size_t n, uint64_t generation, bool over_local,
+                               uint64_t *new_generation, char *err, size_t errlen)
 {
-    return set_weights(rt, route, names, weights, n, 0, generation, new_generation, err, errlen);
+    return set_weights(rt, route, names, weights, n, 0, generation, over_local, new_generation, err, errlen);
 }
 
 int veer_runtime_set_ab(veer_runtime_t *rt, const char *route, const char *cluster, veer_key_kind_t kind,

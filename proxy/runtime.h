@@ -84,10 +84,12 @@ int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *
  * generation becomes `generation` when it is newer than the current one, so
  * every replica shows the same number for the same weights. generation <= the
  * current one: VEER_RT_OK without a change when the named clusters already
- * have these weights (a retry), else VEER_RT_ESTALE. */
+ * have these weights (a retry), else VEER_RT_ESTALE; with over_local (a
+ * follower's forced local change ran its generation ahead of the leader's)
+ * the weights are applied and the generation steps back to `generation`. */
 int veer_runtime_adopt_weights(veer_runtime_t *rt, const char *route, const char *const *names,
-                               const int64_t *weights, size_t n, uint64_t generation, uint64_t *new_generation,
-                               char *err, size_t errlen);
+                               const int64_t *weights, size_t n, uint64_t generation, bool over_local,
+                               uint64_t *new_generation, char *err, size_t errlen);
 
 /* Set (cluster non-NULL) or clear (cluster NULL) a route's A/B match for a
  * canary run: requests whose header or cookie `name` equals `equals` go to

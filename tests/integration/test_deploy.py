@@ -199,7 +199,7 @@ class Kubernetes(unittest.TestCase):
             by_kind.setdefault(o["kind"], []).append(o)
         configmaps = {c["metadata"]["name"]: c for c in by_kind.get("ConfigMap", [])}
         services = by_kind.get("Service", [])
-        for d in by_kind.get("Deployment", []):
+        for d in by_kind.get("Deployment", []) + by_kind.get("StatefulSet", []):
             where = "%s/%s" % (overlay, d["metadata"]["name"])
             spec = d["spec"]
             sel = spec["selector"]["matchLabels"]
@@ -241,17 +241,24 @@ class Kubernetes(unittest.TestCase):
 
     def test_ingress_objects(self):
         k = self.check_objects("ingress")
-        for kind in ("ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-                     "ServiceMonitor"):
+        for kind in ("ConfigMap", "Deployment", "StatefulSet", "Service", "HorizontalPodAutoscaler",
+                     "PodDisruptionBudget", "ServiceMonitor"):
             self.assertIn(kind, k)
         deps = {d["metadata"]["name"] for d in k["Deployment"]}
-        self.assertEqual(deps, {"veer", "embed-blue", "embed-green", "embed-canary"})
+        self.assertEqual(deps, {"embed-blue", "embed-green", "embed-canary"})
+        # veer is a StatefulSet: stable pod names, so one of them can be the canary leader
+        (sts,) = k["StatefulSet"]
+        self.assertEqual(sts["metadata"]["name"], "veer")
+        self.assertNotIn("strategy", sts["spec"])  # a Deployment-only field: the API server would refuse it
+        self.assertEqual(sts["spec"]["updateStrategy"]["type"], "RollingUpdate")
+        self.assertEqual(sts["spec"]["podManagementPolicy"], "Parallel")
         svcs = {s["metadata"]["name"]: s["spec"] for s in k["Service"]}
         self.assertEqual(svcs["veer"]["type"], "LoadBalancer")
         for pool in ("blue", "green", "canary"):
             self.assertEqual(svcs["embed-" + pool].get("clusterIP"), "None", pool)
         (hpa,) = k["HorizontalPodAutoscaler"]
-        self.assertEqual(hpa["spec"]["scaleTargetRef"]["name"], "veer")
+        self.assertEqual((hpa["spec"]["scaleTargetRef"]["kind"], hpa["spec"]["scaleTargetRef"]["name"]),
+                         ("StatefulSet", "veer"))
         self.assertGreaterEqual(hpa["spec"]["minReplicas"], 2)
         (pdb,) = k["PodDisruptionBudget"]
         self.assertEqual(pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"], "veer")
@@ -273,6 +280,10 @@ class Kubernetes(unittest.TestCase):
         self.assertEqual(admin["ports"][0]["port"], 9901)
         self.assertEqual(cfg["peers"]["admins"], ["veer-admin.akidb.svc.cluster.local:9901"])
         self.assertEqual(cfg["peers"]["token_file"], cfg["admin"]["token_file"])
+        # the StatefulSet's pods are named through that Service, and its first
+        # pod (host name "veer-0") is the one replica that leads canary runs
+        self.assertEqual(sts["spec"]["serviceName"], "veer-admin")
+        self.assertEqual(cfg["peers"]["leader"], "%s-0" % sts["metadata"]["name"])
         self.assertEqual(cfg["admin"]["address"], "0.0.0.0:9901")
 
     def test_configmaps_pass_veer_check(self):
@@ -294,6 +305,15 @@ class Kubernetes(unittest.TestCase):
         with open(bad, "w") as f:
             f.write(self.objects("sidecar")[0]["data"]["veer.json"].replace('"local"', '"lokal"', 1))
         self.assertNotEqual(run([harness.VEER_BIN, "check", "-c", bad]).returncode, 0)
+        # the ingress replicas share one config: without peers.leader none would know whether it leads
+        cm = [o for o in self.objects("ingress") if o["kind"] == "ConfigMap"][0]
+        cfg = json.loads(cm["data"]["veer.json"])
+        del cfg["peers"]["leader"]
+        with open(bad, "w") as f:
+            json.dump(cfg, f)
+        r = run([harness.VEER_BIN, "check", "-c", bad])
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("peers.leader", r.stdout + r.stderr)
 
 
 METRIC_RE = re.compile(r"\b((?:veer|process)_[a-z0-9_]+)\b")

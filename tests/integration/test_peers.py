@@ -1,6 +1,12 @@
-"""Multi-replica weights (config "peers"): three veer processes, a leader whose
-peers are the other two's admin APIs, one bearer token on all. An operator PUT
-on the leader reaches the peers with the same generation; a canary run steps
+"""Multi-replica weights (config "peers"): three veer processes, a leader
+(peers.leader true) whose peers are the other two's admin APIs, two followers
+(peers.leader false) listing the other two, one bearer token on all. An
+operator PUT on the leader reaches the peers with the same generation; a
+follower answers 409 to canary starts and verbs and to an operator PUT
+without "force" (which applies to it alone), resumes no saved run, shows
+leader false in /v1/status, GET canary and veer_canary_leader, and cannot
+change its role on reload; a host-name leader leads on the host of that name
+only; a canary run steps
 and promotes on every replica in lockstep; a stopped peer pauses the run with
 its address as the reason and shows its lag in /v1/status and /metrics, and
 catches up once restarted; a peer's PUT with "generation" adopts newer
@@ -24,7 +30,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import SLOW, Veer, base_config, wait_until  # noqa: E402
+from harness import SLOW, Veer, base_config, free_port, wait_until  # noqa: E402
 from test_canary import Load, canary, policy, wait_phase  # noqa: E402
 
 PODS = {}
@@ -54,6 +60,21 @@ def config(name, peers=None):
     return cfg
 
 
+def follower_peers(*admin_ports):
+    """A follower's peers block: the shared peer list, and it does not lead."""
+    return {"admins": ["127.0.0.1:%d" % p for p in admin_ports], "token_file": token_file(), "timeout": "300ms",
+            "retries": 2, "leader": False}
+
+
+FOLLOWER_409 = "this replica follows the canary leader (peers.leader is false): start and steer runs on the leader"
+
+
+def leader_gauge(v):
+    m = re.search(r"^veer_canary_leader (\d+)$", v.admin("GET", "/metrics")[1], re.M)
+    assert m is not None, "no veer_canary_leader sample"
+    return int(m.group(1))
+
+
 def peer_entry(leader, peer):
     for p in leader.status()["peers"]:
         if p["admin"] == "127.0.0.1:%d" % peer.admin_port:
@@ -73,10 +94,17 @@ class PeersTest(unittest.TestCase):
         for p in PODS.values():
             p.fault(error_rate=0, latency="0ms", latency_p99="0ms")
         self.load = None
-        self.peers = [Veer(config("peer%d" % i), name="peer%d" % i) for i in range(2)]
-        self.leader = Veer(config("leader", {"admins": ["127.0.0.1:%d" % p.admin_port for p in self.peers],
-                                             "token_file": token_file(), "timeout": "300ms", "retries": 2}),
-                           name="leader")
+        # the followers list the leader and each other, as replicas sharing one peer list do
+        cfgs = [config("peer%d" % i) for i in range(2)]
+        lport = free_port()
+        ports = [int(c["admin"]["address"].rsplit(":", 1)[1]) for c in cfgs]
+        for i, c in enumerate(cfgs):
+            c["peers"] = follower_peers(lport, ports[1 - i])
+        self.peers = [Veer(c, name="peer%d" % i) for i, c in enumerate(cfgs)]
+        lcfg = config("leader", {"admins": ["127.0.0.1:%d" % p.admin_port for p in self.peers],
+                                 "token_file": token_file(), "timeout": "300ms", "retries": 2, "leader": True})
+        lcfg["admin"]["address"] = "127.0.0.1:%d" % lport
+        self.leader = Veer(lcfg, name="leader")
 
     def tearDown(self):
         if self.load is not None:
@@ -181,7 +209,7 @@ class PeersTest(unittest.TestCase):
         port = harness.free_port()
         cfg["admin"]["address"] = "0.0.0.0:%d" % port
         cfg["peers"] = {"admins": ["127.0.0.1:%d" % port, "127.0.0.1:%d" % self.peers[0].admin_port],
-                        "token_file": token_file(), "timeout": "300ms", "retries": 1}
+                        "token_file": token_file(), "timeout": "300ms", "retries": 1, "leader": True}
         v = Veer(cfg, name="self")
         try:
             for weights in ({"blue": 30, "green": 70}, {"blue": 20, "green": 80}, {"blue": 10, "green": 90}):
@@ -225,11 +253,152 @@ class PeersTest(unittest.TestCase):
                     {"generation": g0 + 70, "if_generation": g0 + 50}):
             st, js = p.set_weights("embed", {"blue": 10, "green": 90}, token=TOKEN, **bad)
             self.assertEqual(st, 400, (bad, js))
-        # a newer one is adopted; an ordinary PUT goes on from there
+        # a newer one is adopted; a forced operator PUT goes on from there
         st, js = p.set_weights("embed", {"blue": 10, "green": 90}, token=TOKEN, generation=g0 + 60)
         self.assertEqual((st, js["generation"]), (200, g0 + 60))
-        st, js = p.set_weights("embed", {"blue": 20, "green": 80}, token=TOKEN)
+        st, js = p.set_weights("embed", {"blue": 20, "green": 80}, token=TOKEN, force=True)
         self.assertEqual((st, js["generation"]), (200, g0 + 61))
+
+    def test_a_follower_refuses_runs_and_unforced_weights(self):
+        L, F, other = self.leader, self.peers[0], self.peers[1]
+        # the roles, as /v1/status, GET canary and /metrics tell them
+        self.assertEqual((L.status()["leader"], F.status()["leader"]), (True, False))
+        self.assertEqual((canary(L)["leader"], canary(F)["leader"]), (True, False))
+        self.assertEqual((leader_gauge(L), leader_gauge(F)), (1, 0))
+        # no run starts or is steered on a follower
+        st, js = F.admin("POST", "/v1/routes/embed/canary", policy(), token=TOKEN)
+        self.assertEqual((st, js), (409, {"error": FOLLOWER_409}))
+        for verb in ("pause", "resume", "promote", "abort"):
+            st, js = F.admin("POST", "/v1/routes/embed/canary/" + verb, token=TOKEN)
+            self.assertEqual((st, js), (409, {"error": FOLLOWER_409}), verb)
+        run = canary(F)
+        self.assertEqual((run["phase"], run["leader"]), ("idle", False), run)
+        self.assertIsNone(F.status()["routes"][0]["canary"])
+        # the unknown route is still a 404, as on the leader
+        self.assertEqual(F.admin("POST", "/v1/routes/nope/canary", policy(), token=TOKEN)[0], 404)
+        # veer ctl prints veer's refusal and exits 1
+        r = subprocess.run([harness.VEER_BIN, "ctl", "--admin", "127.0.0.1:%d" % F.admin_port, "--token-file",
+                            token_file(), "canary", "embed", "start"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(FOLLOWER_409, r.stdout + r.stderr)
+        # an operator's PUT needs force, and then changes this replica alone
+        g0 = F.generation()
+        st, js = F.set_weights("embed", {"blue": 60, "green": 40}, token=TOKEN)
+        self.assertEqual(st, 409, js)
+        self.assertIn("weights on a follower come from the leader", js["error"])
+        self.assertIn('send "force": true to change this replica alone', js["error"])
+        self.assertEqual((F.weights("embed"), F.generation()), ({"blue": 100, "green": 0}, g0))
+        st, js = F.set_weights("embed", {"blue": 60, "green": 40}, token=TOKEN, force=True)
+        self.assertEqual((st, js["generation"]), (200, g0 + 1), js)
+        self.assertEqual(F.weights("embed"), {"blue": 60, "green": 40})
+        time.sleep(0.5)  # a push would have reached the others by now (it takes a few ms)
+        for v in (L, other):
+            self.assertEqual(v.weights("embed"), {"blue": 100, "green": 0})
+        self.assertEqual(F.status()["peers"], [])
+        self.assertEqual([o for o in F.json_log_lines() if o.get("msg") == "peer"], [])
+        # the leader's next change replaces the forced one, though the forced
+        # one ran the follower's generation ahead: the follower takes the
+        # leader's generation back, and then follows as before
+        st, js = L.set_weights("embed", {"blue": 80, "green": 20}, token=TOKEN)
+        self.assertEqual(st, 200, js)
+        self.assertLessEqual(js["generation"], g0 + 1)
+        wait_until(lambda: (F.weights("embed"), F.generation()) == ({"blue": 80, "green": 20}, js["generation"]),
+                   1.0 * SLOW, what="the leader's change and generation")
+        wait_until(lambda: peer_entry(L, F)["lag"] == 0, 1.0 * SLOW, what="the follower's ack")
+        self.assertEqual((peer_entry(L, F)["state"], peer_entry(L, F)["last_error"]), ("in_sync", None))
+        st, js = L.set_weights("embed", {"blue": 70, "green": 30}, token=TOKEN)
+        self.assertEqual(st, 200, js)
+        wait_until(lambda: (F.weights("embed"), F.generation()) == ({"blue": 70, "green": 30}, js["generation"]),
+                   1.0 * SLOW, what="the next change")
+        # only the first change after a forced one may step back: a stale one is refused again
+        st, js2 = F.set_weights("embed", {"blue": 10, "green": 90}, token=TOKEN, generation=js["generation"] - 1)
+        self.assertEqual(st, 409, js2)
+        # the role is taken at start: a reload may not change it, but may restate it
+        cfg = dict(F.config)
+        cfg["peers"] = dict(cfg["peers"], leader=True)
+        F.write_config(cfg)
+        st, js = F.admin("POST", "/v1/reload", token=TOKEN)
+        self.assertEqual(st, 400, js)
+        self.assertIn("peers.leader: cannot change on reload", json.dumps(js))
+        self.assertEqual(F.status()["leader"], False)
+        cfg["peers"] = dict(cfg["peers"], leader="no-such-host-x")
+        F.write_config(cfg)
+        st, js = F.admin("POST", "/v1/reload", token=TOKEN)
+        self.assertEqual(st, 200, js)
+        self.assertEqual(leader_gauge(F), 0)
+
+    def test_promtool_accepts_the_leader_gauge(self):
+        promtool = shutil.which("promtool")
+        self.assertIsNotNone(promtool, "promtool missing: apt-get install -y prometheus")
+        for v in (self.leader, self.peers[0]):
+            text = v.admin("GET", "/metrics")[1]
+            self.assertIn("# TYPE veer_canary_leader gauge\n", text)
+            p = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+            report = (p.stdout + p.stderr).decode()
+            self.assertEqual((p.returncode, report.strip()), (0, ""), report)
+
+
+class LeaderRoleTest(unittest.TestCase):
+    """peers.leader on one replica: the host-name form, and a run saved while leading."""
+
+    def setUp(self):
+        for p in PODS.values():
+            p.fault(error_rate=0, latency="0ms", latency_p99="0ms")
+        self.v = None
+
+    def tearDown(self):
+        if self.v is not None and self.v.alive():
+            self.v.stop()
+
+    def test_the_replica_named_by_host_name_leads(self):
+        me = socket.gethostname()
+        cfg = config("named", {"admins": ["127.0.0.1:%d" % free_port()], "timeout": "300ms", "retries": 0,
+                               "leader": me})
+        self.v = v = Veer(cfg, name="named")
+        self.assertEqual((v.status()["leader"], canary(v)["leader"], leader_gauge(v)), (True, True, 1))
+        st, js = v.admin("POST", "/v1/routes/embed/canary", policy(interval="60s"), token=TOKEN)
+        self.assertEqual(st, 200, js)
+        st, js = v.admin("POST", "/v1/routes/embed/canary/abort", token=TOKEN)
+        self.assertEqual(st, 200, js)
+        v.stop()
+        cfg["peers"]["leader"] = "no-such-host-x"
+        self.v = v = Veer(cfg, name="unnamed")
+        self.assertEqual((v.status()["leader"], canary(v)["leader"], leader_gauge(v)), (False, False, 0))
+        st, js = v.admin("POST", "/v1/routes/embed/canary", policy(interval="60s"), token=TOKEN)
+        self.assertEqual((st, js), (409, {"error": 'this replica follows the canary leader (peers.leader is '
+                                                   '"no-such-host-x", this host is "%s"): start and steer runs on '
+                                                   'the leader' % me}))
+        self.assertEqual(canary(v)["phase"], "idle")
+
+    def test_a_follower_does_not_resume_a_run_saved_while_it_led(self):
+        cfg = config("saved")
+        self.v = v = Veer(cfg, name="saved")
+        st, js = v.admin("POST", "/v1/routes/embed/canary", policy(interval="60s"), token=TOKEN)
+        self.assertEqual(st, 200, js)
+        st, js = v.admin("POST", "/v1/routes/embed/canary/pause", token=TOKEN)
+        self.assertEqual(st, 200, js)
+        run = canary(v)
+        self.assertEqual(run["phase"], "paused")
+        held, gen = v.weights("embed"), v.generation()
+        self.assertEqual(held, {"blue": 100 - run["weight"], "green": run["weight"]})
+        self.assertGreater(run["weight"], 0)
+        v.stop()
+        # the same state file, now on a follower: the weights stay, the run is not resumed
+        cfg["peers"] = follower_peers(free_port())
+        v.write_config(cfg)
+        v.start()
+        self.assertEqual((v.weights("embed"), v.generation()), (held, gen))
+        run = canary(v)
+        self.assertEqual((run["phase"], run["leader"]), ("idle", False), run)
+        self.assertIn("a paused run is not resumed: this replica follows the canary leader", "".join(v.stderr_lines()))
+        # and it stays so: the follower rewrote the state file without the run
+        st, js = v.set_weights("embed", held, token=TOKEN, force=True)
+        self.assertEqual(st, 200, js)
+        v.stop()
+        del cfg["peers"]
+        v.write_config(cfg)
+        v.start()
+        self.assertEqual(canary(v)["phase"], "idle")
 
 
 class V6Veer(Veer):
@@ -318,7 +487,8 @@ class PeersDnsTest(unittest.TestCase):
 
     def start_leader(self):
         return HostsVeer(config("dns-leader", {"admins": ["localhost:%d" % self.port], "token_file": token_file(),
-                                               "timeout": "300ms", "retries": 1, "refresh": "500ms"}),
+                                               "timeout": "300ms", "retries": 1, "refresh": "500ms",
+                                               "leader": True}),
                          name="dns-leader")
 
     def entries(self):
@@ -381,7 +551,7 @@ class PeersDnsTest(unittest.TestCase):
         write_hosts(BOTH)
         self.v4 = self.start_peer("v4")
         cfg = config("dns-self", {"admins": ["localhost:%d" % self.port], "token_file": token_file(),
-                                  "timeout": "300ms", "retries": 1, "refresh": "500ms"})
+                                  "timeout": "300ms", "retries": 1, "refresh": "500ms", "leader": True})
         cfg["admin"]["address"] = "[::1]:%d" % self.port
         self.leader = L = V6HostsVeer(cfg, name="dns-self")
         st, js = L.set_weights("embed", {"blue": 20, "green": 80}, token=TOKEN)
@@ -395,7 +565,8 @@ class PeersDnsTest(unittest.TestCase):
     def test_at_most_32_peers_from_names(self):
         write_hosts("".join("127.0.0.%d many\n" % i for i in range(1, 35)))
         self.leader = L = HostsVeer(config("dns-many", {"admins": ["127.0.0.1:%d" % self.port, "many:%d" % self.port],
-                                                        "timeout": "300ms", "retries": 0, "refresh": "500ms"}),
+                                                        "timeout": "300ms", "retries": 0, "refresh": "500ms",
+                                                        "leader": True}),
                                     name="dns-many")
         wait_until(lambda: len(self.entries()) == 32, 2 * SLOW, what="32 peers")
         names = sorted(a for a in self.entries() if a.startswith("many@"))
@@ -421,18 +592,36 @@ class PeersConfigTest(unittest.TestCase):
         p = self.check(cfg)
         self.assertNotEqual(p.returncode, 0)
         for path in ("peers.admins[1]", "peers.admins[2]", "peers.admins[3]", "peers.admins[4]", "peers.timeout",
-                     "peers.retries", "peers.tokenfile", "peers.refresh"):
+                     "peers.retries", "peers.tokenfile", "peers.refresh", "peers.leader"):
             self.assertIn(path, p.stderr + p.stdout)
-        cfg["peers"] = {"admins": ["10.0.1.%d:9901" % i for i in range(33)]}
+        cfg["peers"] = {"admins": ["10.0.1.%d:9901" % i for i in range(33)], "leader": True}
         p = self.check(cfg)
         self.assertIn("at most 32 peers", p.stderr + p.stdout)
-        cfg["peers"] = {"admins": [cfg["admin"]["address"]]}
+        cfg["peers"] = {"admins": [cfg["admin"]["address"]], "leader": True}
         p = self.check(cfg)
         self.assertIn("own admin.address", p.stderr + p.stdout)
         cfg["peers"] = {"admins": ["veer-1.veer.ns.svc:9901", "[::1]:9901"], "timeout": "2s", "retries": 3,
-                        "token_file": None}
+                        "token_file": None, "leader": "veer-0"}
         p = self.check(cfg)
         self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_leader_is_required_and_checked(self):
+        cfg = config("check", {"admins": ["10.0.0.2:9901"]})
+        p = self.check(cfg)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("peers.leader: required: true on the replica that runs the canary controller, false on the "
+                      "others, or the leader's host name", p.stderr + p.stdout)
+        for bad, why in ((1, "expected true, false or the leader's host name, got 1"),
+                         ("veer 0", 'expected a host name (1-253 of letters, digits, \'-\', \'.\', \'_\'), got "veer 0"'),
+                         ("h" * 254, "expected a host name")):
+            cfg["peers"]["leader"] = bad
+            p = self.check(cfg)
+            self.assertNotEqual(p.returncode, 0, bad)
+            self.assertIn("peers.leader: " + why, p.stderr + p.stdout)
+        for good in (True, False, "veer-ingress-0", socket.gethostname()):
+            cfg["peers"]["leader"] = good
+            p = self.check(cfg)
+            self.assertEqual(p.returncode, 0, (good, p.stderr))
 
     def test_canary_source_is_checked(self):
         cfg = config("check")

@@ -1540,6 +1540,68 @@ static void test_h2_upstream_keys(void)
     EXPECT_ERROR(WITH_ROUTE("'failure_grpc_status':14"), "routes[0].failure_grpc_status: expected an array");
 }
 
+/* peers.leader: required with peers, true/false or the leading host name. */
+static void test_peers_leader(void)
+{
+    veer_config_errors_t errs = {0};
+    veer_config_t *cfg = parse_q(MINIMAL, &errs);
+    CHECK(cfg != NULL && veer_config_leads(cfg, "any-host")); /* a single replica leads */
+    veer_config_free(cfg);
+    cfg = parse_q(WITH_TOP("'peers':null"), &errs);
+    CHECK(cfg != NULL && veer_config_leads(cfg, NULL));
+    veer_config_free(cfg);
+    cfg = parse_q(WITH_TOP("'peers':{'admins':['10.0.0.2:9901'],'leader':true}"), &errs);
+    CHECK(cfg != NULL && veer_config_leads(cfg, "x") && cfg->peers.leader_host == NULL);
+    veer_config_free(cfg);
+    cfg = parse_q(WITH_TOP("'peers':{'admins':['10.0.0.2:9901'],'leader':false}"), &errs);
+    CHECK(cfg != NULL && !veer_config_leads(cfg, "x"));
+    veer_config_free(cfg);
+    cfg = parse_q(WITH_TOP("'peers':{'admins':['veer-admin.ns.svc:9901'],'leader':'veer-ingress-0'}"), &errs);
+    CHECK(cfg != NULL && cfg->peers.leader_host != NULL);
+    if (cfg) {
+        CHECK(veer_config_leads(cfg, "veer-ingress-0"));
+        CHECK(!veer_config_leads(cfg, "veer-ingress-1"));
+        CHECK(!veer_config_leads(cfg, "veer-ingress-0.veer-admin")); /* the whole name, not a prefix */
+        CHECK(!veer_config_leads(cfg, ""));
+        CHECK(!veer_config_leads(cfg, NULL));
+    }
+    veer_config_free(cfg);
+    print_errors(&errs);
+    veer_config_errors_clear(&errs);
+
+    EXPECT_ERROR(WITH_TOP("'peers':{'admins':['10.0.0.2:9901']}"),
+                 "peers.leader: required: true on the replica that runs the canary controller, false on the others, "
+                 "or the leader's host name");
+    EXPECT_ERROR(WITH_TOP("'peers':{'admins':['10.0.0.2:9901'],'leader':1}"),
+                 "peers.leader: expected true, false or the leader's host name, got 1");
+    EXPECT_ERROR(WITH_TOP("'peers':{'admins':['10.0.0.2:9901'],'leader':null}"),
+                 "peers.leader: expected true, false or the leader's host name, got null");
+    EXPECT_ERROR(WITH_TOP("'peers':{'admins':['10.0.0.2:9901'],'leader':['veer-0']}"),
+                 "peers.leader: expected true, false or the leader's host name");
+    static const char *const bad_hosts[] = {"", "veer 0", "veer/0", "-veer", "veer-", ".veer", "veer.", "veer:0",
+                                            "v\u00e9er"};
+    for (size_t i = 0; i < sizeof bad_hosts / sizeof bad_hosts[0]; i++) {
+        char json[512];
+        snprintf(json, sizeof json, WITH_TOP("'peers':{'admins':['10.0.0.2:9901'],'leader':'%s'}"), bad_hosts[i]);
+        EXPECT_ERROR(json, "peers.leader: expected a host name (1-253 of letters, digits, '-', '.', '_'), got");
+    }
+    char json[1024];
+    char longest[254];
+    memset(longest, 'h', 253);
+    longest[253] = '\0';
+    snprintf(json, sizeof json, WITH_TOP("'peers':{'admins':['10.0.0.2:9901'],'leader':'%sh'}"), longest);
+    EXPECT_ERROR(json, "peers.leader: expected a host name");
+    snprintf(json, sizeof json, WITH_TOP("'peers':{'admins':['10.0.0.2:9901'],'leader':'%s'}"), longest);
+    cfg = parse_q(json, &errs);
+    CHECK(cfg != NULL && veer_config_leads(cfg, longest));
+    veer_config_free(cfg);
+    print_errors(&errs);
+    veer_config_errors_clear(&errs);
+    /* the other peers errors are still reported next to it */
+    EXPECT_ERROR(WITH_TOP("'peers':{'admins':['no-port'],'leader':'x y'}"), "peers.admins[0]: expected",
+                 "peers.leader: expected a host name");
+}
+
 int main(void)
 {
     static void (*const tests[])(void) = {
@@ -1548,7 +1610,7 @@ int main(void)
         test_syntax_errors, test_durations, test_sockaddr, test_load, test_out_of_memory,
         test_canary_new_keys, test_canary_new_key_errors, test_canary_overrides,
         test_resilience_defaults, test_resilience_values, test_resilience_errors, test_failover,
-        test_h2_upstream_keys,
+        test_h2_upstream_keys, test_peers_leader,
     };
     size_t test_count = sizeof tests / sizeof tests[0];
     for (size_t i = 0; i < test_count; i++)
