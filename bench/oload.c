@@ -11,7 +11,7 @@
  * the requests it delayed: no coordinated omission) as well as from the time it
  * was sent.
  *
- *   oload -a 127.0.0.1 -p PORT [-u /path] [-c 20] -r RATE [-d 10] [-w 2] [-P] [-s SEED]
+ *   oload -a 127.0.0.1 -p PORT [-u /path] [-H 'name: value']... [-c 20] -r RATE [-d 10] [-w 2] [-P] [-s SEED]
  *
  * Prints "key value" lines: requests, ok, non_2xx, errors, timeouts,
  * achieved_rps, p50_us, p90_us, p99_us, p999_us, max_us (from due time),
@@ -58,7 +58,7 @@ typedef struct conn {
 } conn_t;
 
 static struct sockaddr_in g_addr;
-static char g_req[1024];
+static char g_req[2048];
 static size_t g_req_len;
 static int g_ep;
 static conn_t *g_idle;
@@ -261,17 +261,30 @@ static uint32_t pct(uint32_t *v, size_t n, double p) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: oload -a ADDR -p PORT [-u PATH] [-c CONNS] -r RATE [-d SECS] [-w SECS] [-P] [-s SEED]\n");
+    fprintf(stderr, "usage: oload -a ADDR -p PORT [-u PATH] [-H 'NAME: VALUE']... [-c CONNS] -r RATE [-d SECS] [-w SECS] "
+                    "[-P] [-s SEED]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
     const char *addr = "127.0.0.1", *path = "/";
+    char headers[1024] = ""; /* extra request header lines (-H), CRLF-terminated */
+    size_t headers_len = 0;
     int port = 0, conns = 20, poisson = 0, opt;
     double rate = 0, dur = 10, warm = 2;
     unsigned seed = 1;
-    while ((opt = getopt(argc, argv, "a:p:u:c:r:d:w:Ps:")) != -1) {
+    while ((opt = getopt(argc, argv, "a:p:u:H:c:r:d:w:Ps:")) != -1) {
         switch (opt) {
+        case 'H': {
+            int n = snprintf(headers + headers_len, sizeof headers - headers_len, "%s\r\n", optarg);
+            if (n < 0 || (size_t)n >= sizeof headers - headers_len || strpbrk(optarg, "\r\n") || !strchr(optarg, ':')) {
+                fprintf(stderr, "oload: -H '%s': one 'name: value' line, %zu bytes of headers at most\n", optarg,
+                        sizeof headers - 1);
+                exit(2);
+            }
+            headers_len += (size_t)n;
+            break;
+        }
         case 'a': addr = optarg; break;
         case 'p': port = atoi(optarg); break;
         case 'u': path = optarg; break;
@@ -290,7 +303,11 @@ int main(int argc, char **argv) {
     if (inet_pton(AF_INET, addr, &g_addr.sin_addr) != 1) usage();
     g_req_len = (size_t)snprintf(g_req, sizeof g_req,
                                  "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: veer-bench-oload\r\n"
-                                 "Accept: */*\r\n\r\n", path, addr, port);
+                                 "Accept: */*\r\n%s\r\n", path, addr, port, headers);
+    if (g_req_len >= sizeof g_req) {
+        fprintf(stderr, "oload: the request head is over %zu bytes\n", sizeof g_req - 1);
+        exit(2);
+    }
 
     g_ep = epoll_create1(0);
     if (g_ep < 0) die("epoll_create1");

@@ -29,7 +29,7 @@ static const char *const event_names[] = {"started",   "iteration",      "live",
 static const char *const verdict_names[] = {"pass", "fail", "inconclusive"};
 static const char *const mode_names[] = {"progressive", "blue_green", "ab"};
 static const char *const reason_names[] = {"too_few_requests", "success_rate", "p99", "worse_success_rate_than_stable",
-                                           "worse_p99_than_stable"};
+                                           "worse_p99_than_stable", "success_rate_not_significant"};
 
 _Static_assert(N_ELEMS(phase_names) == VEER_CANARY_PHASE_COUNT, "a name per phase");
 _Static_assert(N_ELEMS(stage_names) == VEER_CANARY_STAGE_COUNT, "a name per stage");
@@ -173,6 +173,66 @@ double veer_canary_two_proportion_z(uint64_t canary_failures, uint64_t canary_re
     return (pc - ps) / sqrt(variance);
 }
 
+/* P(X >= k) for X ~ Binomial(n, p), exactly: the first term from lgamma,
+ * the rest by the ratio of neighbours, which shrinks past the mode, so the
+ * sum stops once a term no longer changes it. k at or below the mean n*p is
+ * no evidence of more failures than p allows: 1. */
+double veer_canary_binomial_tail(uint64_t k, uint64_t n, double p)
+{
+    if (k > n)
+        return 0.0;
+    if (k == 0 || !(p > 0.0))
+        return k == 0 ? 1.0 : 0.0;
+    if (p >= 1.0 || (double)k <= (double)n * p)
+        return 1.0;
+    double dn = (double)n, dk = (double)k;
+    double term = exp(lgamma(dn + 1.0) - lgamma(dk + 1.0) - lgamma(dn - dk + 1.0) + dk * log(p) +
+                      (dn - dk) * log1p(-p));
+    double sum = 0.0, odds = p / (1.0 - p);
+    for (uint64_t j = k; j <= n && term > 0.0; j++) {
+        sum += term;
+        if (term < sum * 1e-15)
+            break;
+        term *= (double)(n - j) / (double)(j + 1) * odds;
+    }
+    return sum > 1.0 ? 1.0 : sum;
+}
+
+/* Fisher's exact test, one-sided: the probability that the canary, drawing
+ * canary_requests of all the window's requests, gets canary_failures or more
+ * of all its failures (hypergeometric upper tail). Small counts are where a
+ * canary is judged at low weight, and where the normal approximation of the
+ * two-proportion z-test is wrong: 1 failure in 20 canary requests against 0 in
+ * 180 stable ones is z = 3.0, "significant at 99.9%", while exactly it happens
+ * one time in ten. No more canary failures than its share of them: 1. */
+double veer_canary_fisher_tail(uint64_t canary_failures, uint64_t canary_requests, uint64_t stable_failures,
+                               uint64_t stable_requests)
+{
+    if (canary_failures > canary_requests)
+        canary_failures = canary_requests;
+    if (stable_failures > stable_requests)
+        stable_failures = stable_requests;
+    double nc = (double)canary_requests, ns = (double)stable_requests, kc = (double)canary_failures;
+    double n = nc + ns, k = kc + (double)stable_failures;
+    if (canary_requests == 0 || stable_requests == 0 || kc * n <= k * nc)
+        return 1.0;
+    /* C(k, kc) C(n - k, nc - kc) / C(n, nc) */
+    double term = exp(lgamma(k + 1.0) - lgamma(kc + 1.0) - lgamma(k - kc + 1.0) + lgamma(n - k + 1.0) -
+                      lgamma(nc - kc + 1.0) - lgamma(n - k - nc + kc + 1.0) - lgamma(n + 1.0) + lgamma(nc + 1.0) +
+                      lgamma(ns + 1.0));
+    double sum = 0.0;
+    uint64_t total_failures = canary_failures + stable_failures;
+    uint64_t last = total_failures < canary_requests ? total_failures : canary_requests;
+    for (uint64_t j = canary_failures; j <= last && term > 0.0; j++) {
+        sum += term;
+        if (term < sum * 1e-15 || j == last)
+            break;
+        double jd = (double)j;
+        term *= (k - jd) * (nc - jd) / ((jd + 1.0) * (n - k - nc + jd + 1.0));
+    }
+    return sum > 1.0 ? 1.0 : sum;
+}
+
 static double success_percent(const veer_canary_window_t *w)
 {
     if (w->requests == 0)
@@ -182,9 +242,10 @@ static double success_percent(const veer_canary_window_t *w)
 }
 
 /* compare_to_stable: a canary that fails significantly more often than stable
- * in the same window, or whose P99 is over p99_ratio_max times stable's, fails
- * even when it meets the absolute limits. Under p99_max/4 the ratio does not
- * count: 8 ms against 4 ms is noise, not a regression. */
+ * in the same window (Fisher's exact test at the policy's confidence), or
+ * whose P99 is over p99_ratio_max times stable's, fails even when it meets the
+ * absolute limits. Under p99_max/4 the ratio does not count: 8 ms against
+ * 4 ms is noise, not a regression. z is reported for reading, not deciding. */
 static void compare_with_stable(const veer_canary_policy_t *p, const veer_canary_window_t *c,
                                 const veer_canary_window_t *s, veer_canary_analysis_t *out)
 {
@@ -192,10 +253,11 @@ static void compare_with_stable(const veer_canary_policy_t *p, const veer_canary
     out->compared = true;
     out->z = veer_canary_two_proportion_z(c->failures, c->requests, s->failures, s->requests);
     out->z_critical = veer_canary_normal_quantile(p->confidence);
-    if (out->z > out->z_critical) {
+    out->compare_p = veer_canary_fisher_tail(c->failures, c->requests, s->failures, s->requests);
+    if (out->compare_p < 1.0 - p->confidence) {
         out->reasons |= VEER_CANARY_R_WORSE_SUCCESS;
-        text_add(out->detail, sizeof out->detail, "%ssuccess rate %.2f%% significantly below stable's %.2f%% (z %.2f > %.2f)",
-                 out->detail[0] ? "; " : "", out->canary_success, out->stable_success, out->z, out->z_critical);
+        text_add(out->detail, sizeof out->detail, "%ssuccess rate %.2f%% significantly below stable's %.2f%% (p %.2g)",
+                 out->detail[0] ? "; " : "", out->canary_success, out->stable_success, out->compare_p);
     }
     if (s->p99_us == 0)
         return;
@@ -209,13 +271,41 @@ static void compare_with_stable(const veer_canary_policy_t *p, const veer_canary
     }
 }
 
-void veer_canary_analyse(const veer_canary_policy_t *p, const veer_canary_window_t *canary,
-                         const veer_canary_window_t *stable, uint64_t now_ms, veer_canary_analysis_t *out)
+/* success_rate_min: the canary fails when its failures are significantly more
+ * than the minimum allows (binomial test at the policy's confidence). Below
+ * the minimum but not significantly, the window is too small to tell (one
+ * failure in 20 requests is 95%, and happens one time in ten at a true
+ * 99.5%): it is held and extended, until it passes, fails significantly, or
+ * spans VEER_CANARY_HOLD_MAX intervals, when the plain rate decides. */
+static void check_success_rate(const veer_canary_policy_t *p, const veer_canary_window_t *c, uint32_t intervals,
+                               veer_canary_analysis_t *out)
+{
+    out->success_p = veer_canary_binomial_tail(c->failures, c->requests, 1.0 - p->success_rate_min / 100.0);
+    if (!(out->canary_success < p->success_rate_min))
+        return;
+    if (out->success_p < 1.0 - p->confidence) {
+        out->reasons |= VEER_CANARY_R_SUCCESS_RATE;
+        text_add(out->detail, sizeof out->detail, "success rate %.2f%% < %.2f%% (p %.2g)", out->canary_success,
+                 p->success_rate_min, out->success_p);
+    } else if (intervals >= VEER_CANARY_HOLD_MAX) {
+        out->reasons |= VEER_CANARY_R_SUCCESS_RATE;
+        text_add(out->detail, sizeof out->detail, "success rate %.2f%% < %.2f%% over %" PRIu32 " intervals",
+                 out->canary_success, p->success_rate_min, intervals);
+    } else {
+        out->reasons |= VEER_CANARY_R_HOLD;
+    }
+}
+
+void veer_canary_analyse_window(const veer_canary_policy_t *p, const veer_canary_window_t *canary,
+                                const veer_canary_window_t *stable, uint32_t intervals, uint64_t now_ms,
+                                veer_canary_analysis_t *out)
 {
     veer_canary_window_t none = {0};
     char a[32], b[32];
     memset(out, 0, sizeof *out);
     out->at_ms = now_ms;
+    out->intervals = intervals ? intervals : 1;
+    out->success_p = out->compare_p = 1.0;
     out->canary = canary ? *canary : none;
     out->stable = stable ? *stable : none;
     const veer_canary_window_t *c = &out->canary, *s = &out->stable;
@@ -229,11 +319,7 @@ void veer_canary_analyse(const veer_canary_policy_t *p, const veer_canary_window
                  " needed", c->requests, needed);
         return;
     }
-    if (out->canary_success < p->success_rate_min) {
-        out->reasons |= VEER_CANARY_R_SUCCESS_RATE;
-        text_add(out->detail, sizeof out->detail, "success rate %.2f%% < %.2f%%", out->canary_success,
-                 p->success_rate_min);
-    }
+    check_success_rate(p, c, out->intervals, out);
     if (c->p99_us > p->p99_max_ms * 1000) {
         out->reasons |= VEER_CANARY_R_P99;
         text_add(out->detail, sizeof out->detail, "%sp99 %s > %s", out->detail[0] ? "; " : "",
@@ -243,14 +329,33 @@ void veer_canary_analyse(const veer_canary_policy_t *p, const veer_canary_window
      * trustworthy to compare with (blue_green: stable has none at all). */
     if (p->compare_to_stable && s->requests >= needed)
         compare_with_stable(p, c, s, out);
-    out->verdict = out->reasons ? VEER_CANARY_FAIL : VEER_CANARY_PASS;
-    if (out->verdict == VEER_CANARY_PASS && out->compared)
+    if (out->reasons & ~VEER_CANARY_R_HOLD) {
+        out->verdict = VEER_CANARY_FAIL;
+        out->reasons &= ~VEER_CANARY_R_HOLD;
+        return;
+    }
+    if (out->reasons) {
+        out->verdict = VEER_CANARY_INCONCLUSIVE;
+        snprintf(out->detail, sizeof out->detail, "holding: success rate %.2f%% < %.2f%% but not significantly "
+                 "(p %.2g, %" PRIu64 " requests over %" PRIu32 " interval%s); the window goes on",
+                 out->canary_success, p->success_rate_min, out->success_p, c->requests, out->intervals,
+                 out->intervals == 1 ? "" : "s");
+        return;
+    }
+    out->verdict = VEER_CANARY_PASS;
+    if (out->compared)
         snprintf(out->detail, sizeof out->detail, "passed: success rate %.2f%% (stable %.2f%%), p99 %s (stable %s)",
                  out->canary_success, out->stable_success, format_us(c->p99_us, a, sizeof a),
                  format_us(s->p99_us, b, sizeof b));
-    else if (out->verdict == VEER_CANARY_PASS)
+    else
         snprintf(out->detail, sizeof out->detail, "passed: success rate %.2f%%, p99 %s", out->canary_success,
                  format_us(c->p99_us, a, sizeof a));
+}
+
+void veer_canary_analyse(const veer_canary_policy_t *p, const veer_canary_window_t *canary,
+                         const veer_canary_window_t *stable, uint64_t now_ms, veer_canary_analysis_t *out)
+{
+    veer_canary_analyse_window(p, canary, stable, 1, now_ms, out);
 }
 
 /* ---- policy ------------------------------------------------------------------- */
@@ -565,6 +670,7 @@ static void start_shift(veer_canary_run_t *run, uint64_t now, veer_canary_update
     run->ab_match = false;
     run->passed = 0;
     run->inconclusive_streak = 0;
+    run->window_intervals = 0;
     run->weight = step == 0 || run->weight + step >= 100 ? 100 : run->weight + step;
     record(run, now, out, VEER_CANARY_EV_PROMOTING, analysis, "%s: promoting %s (weight %" PRIu32 "%%)", why,
            run->policy.canary, run->weight);
@@ -620,6 +726,7 @@ static void switch_blue_green(veer_canary_run_t *run, uint64_t now, veer_canary_
     run->weight = 100;
     run->passed = 0;
     run->inconclusive_streak = 0;
+    run->window_intervals = 0;
     record(run, now, out, kind, NULL, "all %" PRIu32 " endpoints of %s healthy: 100%% to %s", in->canary_endpoints,
            run->policy.canary, run->policy.canary);
 }
@@ -632,6 +739,7 @@ static void go_live(veer_canary_run_t *run, const veer_canary_inputs_t *in, uint
     const veer_canary_policy_t *p = &run->policy;
     run->passed = 0;
     run->inconclusive_streak = 0;
+    run->window_intervals = 0;
     switch (p->mode) {
     case VEER_CANARY_PROGRESSIVE:
         run->stage = VEER_CANARY_STAGE_ANALYSIS;
@@ -736,18 +844,27 @@ static void analysis_step(veer_canary_run_t *run, const veer_canary_window_t *c,
     bool confirming = run->stage == VEER_CANARY_STAGE_CONFIRM;
     char why[VEER_CANARY_TEXT_CAP];
     veer_canary_analysis_t a;
-    veer_canary_analyse(p, c, s, now, &a);
+    uint32_t intervals = run->window_intervals > 1 ? run->window_intervals : 1;
+    veer_canary_analyse_window(p, c, s, intervals, now, &a);
     run->last_analysis = a;
     run->has_analysis = true;
     run->analyses++;
+    run->window_intervals = 0;
     if (a.verdict == VEER_CANARY_INCONCLUSIVE) {
-        run->inconclusive_streak++;
+        /* Too few requests count towards a pause; a held window had enough
+         * and only waits for the numbers to settle (at most HOLD_MAX). */
+        if (a.reasons & VEER_CANARY_R_TOO_FEW)
+            run->inconclusive_streak++;
+        else
+            run->inconclusive_streak = 0;
         if (run->inconclusive_streak >= p->max_inconclusive) {
             text_set(why, sizeof why, "%" PRIu32 " inconclusive analyses in a row (%s)", run->inconclusive_streak,
                      a.detail);
             pause_run(run, now, out, &a, why);
             return;
         }
+        run->window_intervals = intervals + 1;
+        out->keep_window = true;
     } else if (a.verdict == VEER_CANARY_FAIL) {
         run->inconclusive_streak = 0;
         run->failed_checks++;
@@ -876,6 +993,8 @@ static int verb_resume(veer_canary_run_t *run, uint64_t now, veer_canary_update_
     }
     run->phase = run->paused_from;
     run->inconclusive_streak = 0;
+    run->window_intervals = 0;
+    run->window_intervals = 0;
     run->next_due_ms = now + run->policy.interval_ms; /* a full interval of fresh numbers */
     record(run, now, out, VEER_CANARY_EV_RESUMED, NULL, "resumed by the operator at weight %" PRIu32 "%%",
            run->weight);
@@ -1049,7 +1168,10 @@ cJSON *veer_canary_analysis_to_json(const veer_canary_analysis_t *a)
     put_str(o, &ok, "detail", a->detail);
     put_item(o, &ok, "canary", window_to_json(&a->canary, a->canary_success));
     put_item(o, &ok, "stable", window_to_json(&a->stable, a->stable_success));
+    put_num(o, &ok, "intervals", a->intervals);
+    put_num(o, &ok, "success_p_value", a->success_p);
     put_bool(o, &ok, "compared", a->compared);
+    put_num(o, &ok, "compare_p_value", a->compare_p);
     put_num(o, &ok, "z", a->z);
     put_num(o, &ok, "z_critical", a->z_critical);
     put_num(o, &ok, "p99_ratio", a->p99_ratio);
@@ -1331,6 +1453,11 @@ static void rd_analysis(reader_t *r, const cJSON *obj, const char *path, veer_ca
     snprintf(sub, sizeof sub, "%s.stable", path);
     rd_window(r, rd_get(r, obj, path, "stable"), sub, &a->stable, &a->stable_success);
     a->compared = rd_bool(r, obj, path, "compared");
+    /* absent from state files written before the exact tests: no evidence */
+    bool has_p = cJSON_IsObject(obj) && cJSON_GetObjectItemCaseSensitive(obj, "success_p_value") != NULL;
+    a->intervals = has_p ? rd_u32(r, obj, path, "intervals", 1, UINT32_MAX) : 1;
+    a->success_p = has_p ? rd_num(r, obj, path, "success_p_value", 0.0, 1.0) : 1.0;
+    a->compare_p = has_p ? rd_num(r, obj, path, "compare_p_value", 0.0, 1.0) : 1.0;
     a->z = rd_num(r, obj, path, "z", -1e300, 1e300);
     a->z_critical = rd_num(r, obj, path, "z_critical", -1e300, 1e300);
     a->p99_ratio = rd_num(r, obj, path, "p99_ratio", 0.0, 1e300);

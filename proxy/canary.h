@@ -13,7 +13,9 @@
  * Failed checks count in total over the run, as in Flagger: a pass does not
  * reset them, and the run rolls back when they reach threshold. Inconclusive
  * analyses (fewer than min_requests canary requests) hold the weight and count
- * neither way; max_inconclusive of them in a row pause the run.
+ * neither way; max_inconclusive of them in a row pause the run. A window that
+ * is inconclusive, or held (below success_rate_min but not significantly), is
+ * not thrown away: the next analysis judges it with the next interval added.
  *
  * Times are the caller's milliseconds (wall clock, so that a restored run's
  * times stay meaningful); only differences of them drive the run. */
@@ -69,6 +71,10 @@ typedef enum {
 #define VEER_CANARY_R_P99            (1u << 2) /* above p99_max */
 #define VEER_CANARY_R_WORSE_SUCCESS  (1u << 3) /* significantly lower success rate than stable */
 #define VEER_CANARY_R_WORSE_P99      (1u << 4) /* P99 above p99_ratio_max times stable's */
+#define VEER_CANARY_R_HOLD           (1u << 5) /* below success_rate_min, not significantly: the window goes on */
+
+/* Intervals a held window may span before its plain success rate decides. */
+#define VEER_CANARY_HOLD_MAX 10
 
 typedef enum {
     VEER_CANARY_EV_STARTED = 0,
@@ -107,7 +113,10 @@ typedef struct veer_canary_analysis_s {
     veer_canary_window_t canary, stable;
     double canary_success, stable_success; /* percent; -1 when that side had no request */
     bool compared;       /* the comparison with stable ran (compare_to_stable, enough stable requests) */
-    double z;            /* two-proportion statistic, > 0 when the canary fails more; 0 when not compared */
+    uint32_t intervals;  /* intervals the window spans: more than 1 after inconclusive ones */
+    double success_p;    /* binomial test of the failures against success_rate_min; 1: no evidence */
+    double compare_p;    /* Fisher's exact test against stable, one-sided; 1 when not compared */
+    double z;            /* two-proportion statistic (reported, not deciding), > 0 when the canary fails more */
     double z_critical;   /* the normal quantile of confidence */
     double p99_ratio;    /* canary P99 / stable P99; 0 when not compared */
     veer_canary_verdict_t verdict;
@@ -165,6 +174,7 @@ typedef struct veer_canary_run_s {
     uint32_t failed_checks;          /* over the run */
     uint32_t passed;                 /* passing analyses in this stage (mirror, blue_green, ab) */
     uint32_t inconclusive_streak;
+    uint32_t window_intervals;       /* intervals the current window spans (0 and 1: a fresh one) */
     uint64_t analyses;
     uint64_t started_ms, updated_ms, next_due_ms;
     char reason[VEER_CANARY_TEXT_CAP]; /* why paused, rolled back, waiting */
@@ -179,6 +189,7 @@ typedef struct veer_canary_run_s {
  * apply. Names point into the run and stay valid until its next call. */
 typedef struct veer_canary_update_s {
     bool analysed;          /* an interval ended (windows judged, or gate/promotion step): start new windows */
+    bool keep_window;       /* ... unless this is set: the window was inconclusive and goes on */
     bool weights_changed;   /* set {stable: stable_weight, canary: canary_weight} on the route */
     const char *stable, *canary;
     uint32_t stable_weight, canary_weight; /* percent, summing to 100 */
@@ -243,9 +254,25 @@ const veer_canary_event_t *veer_canary_event_at(const veer_canary_run_t *run, si
 
 /* ---- analysis ---------------------------------------------------------------- */
 
-/* One interval's verdict under policy (pure; the run calls it each tick). */
+/* A window's verdict under policy (pure; the run calls it each tick).
+ * intervals: how many intervals the window spans (1, or more after held or
+ * inconclusive ones); a held window that reaches VEER_CANARY_HOLD_MAX is
+ * judged on its plain success rate. veer_canary_analyse: one interval. */
+void veer_canary_analyse_window(const veer_canary_policy_t *policy, const veer_canary_window_t *canary,
+                                const veer_canary_window_t *stable, uint32_t intervals, uint64_t now_ms,
+                                veer_canary_analysis_t *out);
 void veer_canary_analyse(const veer_canary_policy_t *policy, const veer_canary_window_t *canary,
                          const veer_canary_window_t *stable, uint64_t now_ms, veer_canary_analysis_t *out);
+
+/* P(X >= k) for X ~ Binomial(n, p), exact; 1 when k <= n*p (no evidence of
+ * more failures than p). */
+double veer_canary_binomial_tail(uint64_t k, uint64_t n, double p);
+
+/* Fisher's exact test, one-sided: the probability of canary_failures or more
+ * among the canary's requests given all the window's failures; 1 when the
+ * canary fails no more often than the pooled rate or a side is empty. */
+double veer_canary_fisher_tail(uint64_t canary_failures, uint64_t canary_requests, uint64_t stable_failures,
+                               uint64_t stable_requests);
 
 /* The standard normal quantile (inverse CDF) at p in (0, 1): Acklam's
  * rational approximation refined by one Halley step (|error| < 1e-12).

@@ -32,6 +32,7 @@ typedef struct entry_s {
     veer_canary_run_t run;
     struct event *timer;
     veer_stats_view_t *base[2]; /* totals when the current window began */
+    uint64_t window_start_ms;   /* when it began (a held window spans several intervals) */
     char stable[VEER_CANARY_NAME_CAP]; /* the route's stable cluster after a promotion; "" none */
     uint64_t checks_passed;
     uint64_t analyses_seen; /* run.analyses when checks_passed was last counted */
@@ -132,6 +133,7 @@ static void read_totals(veer_controller_t *ctl, const veer_snapshot_t *snap, con
 
 static void take_base(entry_t *e)
 {
+    e->window_start_ms = now_ms();
     veer_snapshot_t *snap = veer_runtime_acquire(e->ctl->rt);
     read_totals(e->ctl, snap, e->route, e->run.policy.canary, e->base[SIDE_CANARY]);
     read_totals(e->ctl, snap, e->route, e->run.policy.stable, e->base[SIDE_STABLE]);
@@ -355,7 +357,8 @@ static void apply(entry_t *e, const veer_canary_update_t *up, bool set_weights)
             e->run.last_analysis.verdict == VEER_CANARY_PASS)
             e->checks_passed++;
         e->analyses_seen = e->run.analyses;
-        take_base(e);
+        if (!up->keep_window)
+            take_base(e);
     }
     if (!persisted && (up->events > 0 || up->stable_changed))
         persist(ctl);
@@ -457,6 +460,9 @@ static void on_prom_answer(void *arg, const veer_canary_window_t *canary, const 
 static void prom_ask(entry_t *e)
 {
     uint64_t window = e->prom_window_ms != 0 ? e->prom_window_ms : e->run.policy.interval_ms;
+    uint64_t since = now_ms() - e->window_start_ms; /* a held window asks for all of its time */
+    if (e->window_start_ms != 0 && since > window && since < UINT64_C(1) << 40)
+        window = since;
     veer_promsource_request_t req = {
         .url = e->prom_url, .route = e->route, .canary = e->run.policy.canary, .stable = e->run.policy.stable,
         .window_ms = window < 1000 ? 1000 : window, /* Prometheus' resolution: no sub-second ranges */
@@ -729,6 +735,8 @@ int veer_controller_command(veer_controller_t *ctl, const char *route, const cha
     int rc = veer_canary_command(&e->run, verb, now_ms(), &up, err, sizeof err);
     if (rc != VEER_CANARY_OK)
         return reply_with(rc == VEER_CANARY_ESTATE ? 409 : rc == VEER_CANARY_ENOMEM ? 500 : 400, reply, err);
+    if (strcmp(verb, "resume") == 0)
+        take_base(e); /* the run judges what happens from now on, not the paused time */
     apply(e, &up, true);
     *reply = run_json(e);
     return 200;

@@ -176,6 +176,38 @@ static void test_two_proportion_z(void)
     CHECK(isfinite(veer_canary_two_proportion_z(500, 100, 1, 100)));
 }
 
+/* Exact values from Python's fractions and math.comb. */
+static void test_exact_tests(void)
+{
+    CHECK_NEAR(veer_canary_binomial_tail(2, 20, 0.01), 0.01685933763565178, 1e-12);
+    CHECK_NEAR(veer_canary_binomial_tail(4, 80, 0.01), 0.008659188892860718, 1e-12);
+    CHECK_NEAR(veer_canary_binomial_tail(25, 1000, 0.01), 4.202920844836743e-05, 1e-14);
+    CHECK(veer_canary_binomial_tail(0, 100, 0.01) == 1.0);
+    CHECK(veer_canary_binomial_tail(1, 100, 0.01) == 1.0); /* at the mean: no evidence */
+    CHECK(veer_canary_binomial_tail(101, 100, 0.01) == 0.0);
+    CHECK(veer_canary_binomial_tail(1, 100, 0.0) == 0.0); /* success_rate_min 100: any failure */
+    CHECK(veer_canary_binomial_tail(100, 100, 1.0) == 1.0); /* success_rate_min 0: never */
+    /* large windows stay finite and quick: 12,000 failures in a million at 1% */
+    double big = veer_canary_binomial_tail(12000, 1000000, 0.01);
+    CHECK(big >= 0.0 && big < 1e-60);
+    CHECK(veer_canary_binomial_tail(10050, 1000000, 0.01) > 0.3);
+
+    /* the small-count case the z-test gets wrong: 1 of 20 against 0 of 180
+     * is z = 3.0, but exactly p = 0.1 (the one failure fell on the canary's
+     * tenth of the requests) */
+    CHECK_NEAR(veer_canary_fisher_tail(1, 20, 0, 180), 0.1, 1e-12);
+    CHECK(veer_canary_two_proportion_z(1, 20, 0, 180) > 2.9);
+    CHECK_NEAR(veer_canary_fisher_tail(3, 4, 1, 4), 0.24285714285714285, 1e-12); /* the lady tasting tea */
+    CHECK_NEAR(veer_canary_fisher_tail(40, 2000, 2, 2000), 1.7202214358931885e-10, 1e-15);
+    CHECK_NEAR(veer_canary_fisher_tail(5, 80, 0, 120), 0.00948080989914523, 1e-12);
+    CHECK(veer_canary_fisher_tail(2, 2000, 40, 2000) == 1.0); /* canary better */
+    CHECK(veer_canary_fisher_tail(0, 100, 0, 100) == 1.0);
+    CHECK(veer_canary_fisher_tail(5, 0, 1, 100) == 1.0);
+    CHECK(veer_canary_fisher_tail(500, 100, 1, 100) <= 1.0); /* clamped, not a NaN */
+    double all = veer_canary_fisher_tail(100000, 100000, 0, 100000);
+    CHECK(all >= 0.0 && all < 1e-100);
+}
+
 static void test_analysis_limits(void)
 {
     veer_canary_policy_t p = make_policy(VEER_CANARY_PROGRESSIVE);
@@ -191,10 +223,25 @@ static void test_analysis_limits(void)
     CHECK_NEAR(a.z_critical, 2.3263478740408408, 1e-12);
     CHECK_CONTAINS(a.detail, "passed: success rate 99.50% (stable 99.50%), p99 120.0ms (stable 110.0ms)");
 
-    c = win(1000, 11, 120); /* 98.9% < 99% */
+    /* 98.9% < 99%, but 11 failures in 1000 happen 42% of the time at
+     * exactly 99%: held, the window goes on */
+    c = win(1000, 11, 120);
+    veer_canary_analyse(&p, &c, &s, T0, &a);
+    CHECK(a.verdict == VEER_CANARY_INCONCLUSIVE && a.reasons == VEER_CANARY_R_HOLD);
+    CHECK_NEAR(a.success_p, 0.4169591966989018, 1e-9);
+    CHECK_CONTAINS(a.detail, "holding: success rate 98.90% < 99.00% but not significantly (p 0.42, 1000 requests over 1 interval)");
+    /* ... until it spans HOLD_MAX intervals: then the plain rate decides */
+    veer_canary_analyse_window(&p, &c, &s, VEER_CANARY_HOLD_MAX - 1, T0, &a);
+    CHECK(a.verdict == VEER_CANARY_INCONCLUSIVE && a.intervals == VEER_CANARY_HOLD_MAX - 1);
+    veer_canary_analyse_window(&p, &c, &s, VEER_CANARY_HOLD_MAX, T0, &a);
+    CHECK(a.verdict == VEER_CANARY_FAIL && a.reasons == VEER_CANARY_R_SUCCESS_RATE);
+    CHECK_CONTAINS(a.detail, "success rate 98.90% < 99.00% over 10 intervals");
+    /* 97.5%: significant (p 4.2e-5 < 0.01), fails at once */
+    c = win(1000, 25, 120);
     veer_canary_analyse(&p, &c, &s, T0, &a);
     CHECK(a.verdict == VEER_CANARY_FAIL && (a.reasons & VEER_CANARY_R_SUCCESS_RATE));
-    CHECK_CONTAINS(a.detail, "success rate 98.90% < 99.00%");
+    CHECK_NEAR(a.success_p, 4.202920844836743e-05, 1e-12);
+    CHECK_CONTAINS(a.detail, "success rate 97.50% < 99.00% (p 4.2e-05)");
 
     c = win(1000, 0, 612);
     veer_canary_analyse(&p, &c, &s, T0, &a);
@@ -231,7 +278,8 @@ static void test_compare_to_stable(void)
     CHECK(a.verdict == VEER_CANARY_FAIL);
     CHECK(a.reasons == VEER_CANARY_R_WORSE_SUCCESS);
     CHECK_NEAR(a.z, 5.894555377934755, 1e-9);
-    CHECK_CONTAINS(a.detail, "success rate 98.00% significantly below stable's 99.90% (z 5.89 > 2.33)");
+    CHECK_NEAR(a.compare_p, 1.7202214358931885e-10, 1e-15);
+    CHECK_CONTAINS(a.detail, "success rate 98.00% significantly below stable's 99.90% (p 1.7e-10)");
 
     /* the same without compare_to_stable passes on the absolute limit */
     p.compare_to_stable = false;
@@ -252,10 +300,10 @@ static void test_compare_to_stable(void)
     veer_canary_analyse(&p, &c, &s, T0, &a);
     CHECK(a.verdict == VEER_CANARY_PASS && a.z < a.z_critical);
 
-    /* a stricter confidence lowers the bar for failing: 3 vs 1 of 1000 has z ~ 1.0 */
-    p.confidence = 0.8; /* z_critical 0.84 */
-    c = win(1000, 3, 100);
-    s = win(1000, 1, 100);
+    /* a lower confidence lowers the bar for failing: 6 vs 2 of 1000 has p 0.144 */
+    p.confidence = 0.8;
+    c = win(1000, 6, 100);
+    s = win(1000, 2, 100);
     veer_canary_analyse(&p, &c, &s, T0, &a);
     CHECK(a.verdict == VEER_CANARY_FAIL && a.reasons == VEER_CANARY_R_WORSE_SUCCESS);
     p.confidence = 0.99;
@@ -474,6 +522,56 @@ static void test_threshold_counts_total(void)
     CHECK(run.phase == VEER_CANARY_PROGRESSING && run.weight == 30 && run.failed_checks == 1);
     veer_canary_update_t up = step(&run, &clock, &bad_canary, NULL);
     CHECK(run.phase == VEER_CANARY_ROLLED_BACK && up.canary_weight == 0 && up.weights_changed);
+    veer_canary_run_free(&run);
+    veer_canary_policy_clear(&p);
+}
+
+/* A window below success_rate_min but not significantly is held: the weight
+ * stays, nothing fails, and the caller keeps the window going (keep_window)
+ * so that the next analysis judges both intervals' requests together. */
+static void test_held_window_goes_on(void)
+{
+    veer_canary_policy_t p = make_policy(VEER_CANARY_PROGRESSIVE);
+    p.threshold = 1;
+    p.compare_to_stable = false; /* 1.5% against good_stable's 0.1% would be significant */
+    veer_canary_run_t run;
+    veer_canary_run_init(&run);
+    fake_clock_t clock = {T0};
+    start(&run, &p, &clock, NULL);
+
+    veer_canary_window_t held = win(200, 3, 100); /* 98.5%: p 0.32 at 99% */
+    veer_canary_update_t up = step(&run, &clock, &held, NULL);
+    CHECK(up.analysed && up.keep_window && !up.weights_changed && up.events == 0);
+    CHECK(run.weight == 10 && run.failed_checks == 0 && run.inconclusive_streak == 0 && run.window_intervals == 2);
+    CHECK(run.last_analysis.verdict == VEER_CANARY_INCONCLUSIVE && run.last_analysis.reasons == VEER_CANARY_R_HOLD);
+    veer_canary_window_t both = win(400, 3, 100); /* the caller's window now spans two intervals: 99.25% */
+    up = step(&run, &clock, &both, NULL);
+    CHECK(up.analysed && !up.keep_window && up.weights_changed && run.weight == 20 && run.window_intervals == 0);
+    CHECK(run.last_analysis.verdict == VEER_CANARY_PASS && run.last_analysis.intervals == 2);
+
+    /* too few requests extend the window too, and count towards a pause */
+    up = step(&run, &clock, &few_canary, NULL);
+    CHECK(up.keep_window && run.window_intervals == 2 && run.inconclusive_streak == 1);
+    up = step(&run, &clock, &held, NULL); /* enough now: held, which resets the streak */
+    CHECK(up.keep_window && run.window_intervals == 3 && run.inconclusive_streak == 0);
+
+    /* a window that never settles is judged on its plain rate at HOLD_MAX */
+    for (uint32_t i = 3; i < VEER_CANARY_HOLD_MAX; i++) {
+        up = step(&run, &clock, &held, NULL);
+        CHECK(up.keep_window && run.phase == VEER_CANARY_PROGRESSING && run.failed_checks == 0);
+    }
+    CHECK(run.window_intervals == VEER_CANARY_HOLD_MAX);
+    up = step(&run, &clock, &held, NULL);
+    CHECK(!up.keep_window && run.phase == VEER_CANARY_ROLLED_BACK && run.weight == 0);
+    CHECK_CONTAINS(run.reason, "success rate 98.50% < 99.00% over 10 intervals");
+
+    /* significant at once: 8 of 200 (p 1.1e-4) fails without holding */
+    veer_canary_run_free(&run);
+    veer_canary_run_init(&run);
+    start(&run, &p, &clock, NULL);
+    veer_canary_window_t bad = win(200, 8, 100);
+    up = step(&run, &clock, &bad, NULL);
+    CHECK(!up.keep_window && run.phase == VEER_CANARY_ROLLED_BACK);
     veer_canary_run_free(&run);
     veer_canary_policy_clear(&p);
 }
@@ -1234,6 +1332,8 @@ int main(void)
     static void (*const tests[])(void) = {
         test_normal_quantile,
         test_two_proportion_z,
+        test_exact_tests,
+        test_held_window_goes_on,
         test_analysis_limits,
         test_compare_to_stable,
         test_p99_ratio_and_floor,
