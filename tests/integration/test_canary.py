@@ -181,6 +181,9 @@ class CanaryTest(unittest.TestCase):
         self.assertEqual((p.returncode, p.stdout + p.stderr), (0, b""))
 
     def test_latency_rollback_against_p99_max(self):
+        # both pools answer in 20 ms; the canary's P99 rises to 400 ms against p99_max 200 ms
+        for p in PODS.values():
+            p.fault(latency="20ms")
         v = self.start()
         # slow canary requests hold a load thread each: many threads, few requests needed
         self.load = Load(v.port, threads=8)
@@ -190,7 +193,10 @@ class CanaryTest(unittest.TestCase):
         PODS["green-1"].fault(latency="400ms")
         run = wait_phase(v, "rolled_back", 12)
         self.assertEqual(v.weights("embed")["green"], 0)
-        self.assertTrue(any("p99" in str(e.get("analysis", "")).lower() for e in run["events"]), run["events"])
+        a = run["last_analysis"]
+        self.assertIn("p99", a["reasons"], a)
+        self.assertGreater(a["canary"]["p99_us"], 200000, a)  # 400 ms, over p99_max
+        self.assertLess(a["stable"]["p99_us"], 100000, a)     # stable stayed near its 20 ms
 
     def test_compare_to_stable_catches_a_worse_canary(self):
         v = self.start()
