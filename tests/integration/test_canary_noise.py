@@ -34,8 +34,12 @@ RATE = 200           # requests/s per run
 NATURAL = 0.005      # every pod's error rate but amber's
 BAD = 0.05           # amber's
 
+# p99_max far out of reach: this module judges the success-rate statistics, and
+# a sanitizer build sharing two cores with a parallel test must not fail a run
+# on latency (test_canary.py covers p99_max)
 POLICY = {"interval": "1s", "step_weight": 10, "max_weight": 50, "threshold": 2, "min_requests": 20,
-          "success_rate_min": 99, "p99_max": "500ms", "compare_to_stable": True, "max_inconclusive": 5}
+          "success_rate_min": 99, "p99_max": "10s", "p99_ratio_max": 100, "compare_to_stable": True,
+          "max_inconclusive": 5}
 
 
 def setUpModule():
