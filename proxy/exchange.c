@@ -214,6 +214,8 @@ void veer_exchange_free(veer_exchange_t *x)
     }
     timer_stop(x);
     resil_finish(x);
+    if (x->mirror_body != NULL) /* ended before its body did: no copy */
+        veer_mirror_body_abandon(x);
     upstream_detach(x, false);
     veer_wsnap_release(w, x->ws);
     veer_arena_reset(&x->arena);
@@ -381,6 +383,8 @@ void veer_exchange_local_reply(veer_exchange_t *x, int status, const char *error
     try_timer_stop(x);
     x->in_backoff = 0;
     upstream_detach(x, false);
+    if (x->mirror_body != NULL) /* the primary failed before its body ended: no copy */
+        veer_mirror_body_abandon(x);
     x->local_reply = 1;
     x->close_after |= close;
     bool grpc = grpc_shaped(x);
@@ -959,6 +963,8 @@ static void try_timeout_cb(evutil_socket_t fd, short what, void *arg)
 void veer_exchange_req_body(veer_exchange_t *x, const char *data, size_t len)
 {
     x->req_body_bytes += len;
+    if (x->mirror_body != NULL) /* the only cost of mirroring for a request that is not copied */
+        veer_mirror_body(x, data, len);
     if (x->replay != NULL && x->waiting_conn) {
         if (evbuffer_add(x->replay, data, len) < 0)
             veer_exchange_local_reply(x, 503, "upstream overloaded: cannot keep the request body", true);
@@ -1008,14 +1014,14 @@ void veer_exchange_req_end(veer_exchange_t *x)
     if (x->h2s != NULL) {
         veer_h2up_send_end(x->h2s);
         veer_h2up_flush(x->h2s);
-        return;
-    }
-    if (x->up != NULL && !x->resp_ended && x->req.has_body) {
+    } else if (x->up != NULL && !x->resp_ended && x->req.has_body) {
         veer_upconn_send_end(x->up);
         veer_upconn_flush(x->up);
     } else if (x->up != NULL) {
         veer_upconn_flush(x->up);
     }
+    if (x->mirror_body != NULL) /* after the primary's flush: the copy never delays it */
+        veer_mirror_body_end(x);
 }
 
 void veer_exchange_on_upstream_drain(veer_exchange_t *x)

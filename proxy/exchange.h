@@ -110,6 +110,7 @@ struct veer_exchange_s {
      * request body kept for a replay, and the per-try/backoff timer. */
     struct veer_resil_cluster_s *resil;
     struct evbuffer *replay;     /* NULL: no body kept (none, too big, or no retries) */
+    struct evbuffer *mirror_body; /* mirror.c: the body kept for a canary copy until its end; NULL: none */
     struct event try_timer;
     uint64_t attempt_start_us;
     uint64_t deadline_ms;        /* monotonic ms of the route (or grpc-timeout) deadline; 0: none */

@@ -231,7 +231,8 @@ static void write_workers(veer_prom_buf_t *b, const veer_metrics_source_t *src)
     veer_prom_sample_u64(b, "veer_mirror_failed_total", NULL, 0, SUM(mirror_failed));
     counter_row_t mirror[] = {
         {"in_flight_cap", SUM(mirror_dropped_cap)},
-        {"body", SUM(mirror_dropped_body)},
+        {"body_too_large", SUM(mirror_dropped_body_too_large)},
+        {"incomplete", SUM(mirror_dropped_incomplete)},
         {"protocol", SUM(mirror_dropped_protocol)},
         {"no_endpoint", SUM(mirror_dropped_no_endpoint)},
     };

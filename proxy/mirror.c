@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "cluster.h"
+#include "headers.h"
 #include "log.h"
 #include "runtime.h"
 #include "stats.h"
@@ -149,8 +150,10 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
     mirror_done(arg, VEER_STATS_FAIL_TIMEOUT);
 }
 
-/* The request head of x, with x-veer-mirror: 1 and connection: close. */
-static int write_head(struct evbuffer *out, const veer_req_t *r)
+/* The request head of x, with x-veer-mirror: 1 and connection: close; a
+ * body (body_len >= 0) goes with the Content-Length of what was kept, so a
+ * chunked request's copy is not chunked. */
+static int write_head(struct evbuffer *out, const veer_req_t *r, int64_t body_len)
 {
     int rc = 0;
     rc |= evbuffer_add(out, r->method.base, r->method.len);
@@ -161,46 +164,50 @@ static int write_head(struct evbuffer *out, const veer_req_t *r)
     rc |= evbuffer_add(out, "\r\n", 2);
     for (uint32_t i = 0; i < r->header_count; i++) {
         const veer_header_t *h = &r->headers[i];
-        if (h->name.len == 10 && memcmp(h->name.base, "connection", 10) == 0)
+        if (veer_header_name_is(h->name, "connection", 10) || veer_header_name_is(h->name, "content-length", 14) ||
+            veer_header_name_is(h->name, "transfer-encoding", 17))
             continue;
         rc |= evbuffer_add(out, h->name.base, h->name.len);
         rc |= evbuffer_add(out, ": ", 2);
         rc |= evbuffer_add(out, h->value.base, h->value.len);
         rc |= evbuffer_add(out, "\r\n", 2);
     }
+    if (body_len >= 0)
+        rc |= evbuffer_add_printf(out, "content-length: %lld\r\n", (long long)body_len) < 0;
     rc |= evbuffer_add(out, "x-veer-mirror: 1\r\nconnection: close\r\n\r\n", 39);
     return rc;
 }
 
-void veer_mirror_maybe(veer_exchange_t *x)
+/* The cluster x's route mirrors to, or -1. */
+static int32_t mirror_target(const veer_exchange_t *x)
+{
+    const veer_snapshot_t *snap = x->ws->snap;
+    int32_t target = snap->routes[x->route].mirror - 1;
+    if (target < 0 || target == x->cluster || (size_t)target >= snap->config->cluster_count)
+        return -1;
+    return target;
+}
+
+/* Send the copy of x to an endpoint of target, with body (NULL: none; its
+ * content moves into the copy's output, the caller frees the empty
+ * buffer). The caller reserved the copy's slot of the cap (mirror_count):
+ * it is released here on failure, by mirror_free otherwise. */
+static void mirror_send(veer_exchange_t *x, int32_t target, struct evbuffer *body)
 {
     veer_snapshot_t *snap = x->ws->snap;
-    int32_t target = snap->routes[x->route].mirror - 1;
     veer_worker_t *w = x->w;
-    if (target < 0 || target == x->cluster || (size_t)target >= snap->config->cluster_count)
-        return;
     const veer_cluster_config_t *cc = &snap->config->clusters[target];
-    if (x->req.has_body && x->req.content_length != 0) {
-        count(&w->stats.mirror_dropped_body); /* streamed to the primary, not kept for a copy */
-        return;
-    }
-    if (cc->tls != NULL || cc->protocol != VEER_PROTO_HTTP1) {
-        count(&w->stats.mirror_dropped_protocol); /* copies are plain HTTP/1.1 */
-        return;
-    }
-    if (w->mirror_count >= VEER_MIRROR_MAX_IN_FLIGHT) {
-        count(&w->stats.mirror_dropped_cap);
-        return;
-    }
     bool unset_ok = cc->health_check == NULL || !cc->health_check->require_initial_pass;
     veer_endpoint_t *ep = veer_lb_pick(snap->cluster_endpoints[target], cc->lb, w->id, &x->ws->rr[target],
                                        veer_worker_random(w), unset_ok);
     if (ep == NULL) {
+        w->mirror_count--;
         count(&w->stats.mirror_dropped_no_endpoint);
         return;
     }
     veer_mirror_t *m = calloc(1, sizeof *m);
     if (m == NULL) {
+        w->mirror_count--;
         count(&w->stats.mirror_dropped_cap); /* out of memory is no room for a copy either */
         return;
     }
@@ -212,10 +219,13 @@ void veer_mirror_maybe(veer_exchange_t *x)
     m->parser.data = m;
     /* deferred callbacks: a connect that fails at once reports through event_cb, not inside this call */
     m->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    if (m->bev == NULL || write_head(bufferevent_get_output(m->bev), &x->req) != 0) {
+    int64_t body_len = body != NULL ? (int64_t)evbuffer_get_length(body) : -1;
+    if (m->bev == NULL || write_head(bufferevent_get_output(m->bev), &x->req, body_len) != 0 ||
+        (body != NULL && evbuffer_add_buffer(bufferevent_get_output(m->bev), body) != 0)) {
         if (m->bev != NULL)
             bufferevent_free(m->bev);
         free(m);
+        w->mirror_count--;
         count(&w->stats.mirror_dropped_cap);
         return;
     }
@@ -227,7 +237,6 @@ void veer_mirror_maybe(veer_exchange_t *x)
     if (w->mirrors != NULL)
         w->mirrors->prev = m;
     w->mirrors = m;
-    w->mirror_count++;
     evtimer_assign(&m->timer, w->base, timeout_cb, m);
     uint64_t ms = snap->config->routes[x->route].timeout_ms;
     if (ms > 0) {
@@ -242,6 +251,77 @@ void veer_mirror_maybe(veer_exchange_t *x)
     }
     /* a failure here is reported to event_cb (deferred) as BEV_EVENT_ERROR */
     (void)bufferevent_socket_connect(m->bev, (struct sockaddr *)&ep->addr, (int)ep->addrlen);
+}
+
+void veer_mirror_maybe(veer_exchange_t *x)
+{
+    int32_t target = mirror_target(x);
+    veer_worker_t *w = x->w;
+    if (target < 0)
+        return;
+    const veer_cluster_config_t *cc = &x->ws->snap->config->clusters[target];
+    if (cc->tls != NULL || cc->protocol != VEER_PROTO_HTTP1) {
+        count(&w->stats.mirror_dropped_protocol); /* copies are plain HTTP/1.1 */
+        return;
+    }
+    bool body = x->req.has_body && x->req.content_length != 0;
+    if (body && x->req.content_length > (int64_t)VEER_MIRROR_MAX_BODY_BYTES) {
+        count(&w->stats.mirror_dropped_body_too_large);
+        return;
+    }
+    if (w->mirror_count >= VEER_MIRROR_MAX_IN_FLIGHT) {
+        count(&w->stats.mirror_dropped_cap);
+        return;
+    }
+    w->mirror_count++; /* the copy's slot, held while its body is kept too */
+    if (!body) {
+        mirror_send(x, target, NULL);
+        return;
+    }
+    x->mirror_body = evbuffer_new();
+    if (x->mirror_body == NULL) {
+        w->mirror_count--;
+        count(&w->stats.mirror_dropped_cap);
+    }
+}
+
+/* Free the kept body and its slot; reason counts why no copy goes out. */
+static void body_drop(veer_exchange_t *x, atomic_uint_fast64_t *reason)
+{
+    evbuffer_free(x->mirror_body);
+    x->mirror_body = NULL;
+    x->w->mirror_count--;
+    count(reason);
+}
+
+void veer_mirror_body(veer_exchange_t *x, const char *data, size_t len)
+{
+    /* x->req_body_bytes already counts this piece: the total, chunked or not */
+    if (x->req_body_bytes > VEER_MIRROR_MAX_BODY_BYTES) {
+        body_drop(x, &x->w->stats.mirror_dropped_body_too_large);
+        return;
+    }
+    if (evbuffer_add(x->mirror_body, data, len) != 0)
+        body_drop(x, &x->w->stats.mirror_dropped_cap); /* out of memory */
+}
+
+void veer_mirror_body_end(veer_exchange_t *x)
+{
+    struct evbuffer *body = x->mirror_body;
+    x->mirror_body = NULL;
+    int32_t target = mirror_target(x); /* x's snapshot: the same as at veer_mirror_maybe */
+    if (target >= 0) {
+        mirror_send(x, target, body);
+    } else {
+        x->w->mirror_count--;
+        count(&x->w->stats.mirror_dropped_no_endpoint);
+    }
+    evbuffer_free(body);
+}
+
+void veer_mirror_body_abandon(veer_exchange_t *x)
+{
+    body_drop(x, &x->w->stats.mirror_dropped_incomplete);
 }
 
 void veer_mirror_worker_free(veer_worker_t *w)

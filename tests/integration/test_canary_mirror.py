@@ -1,12 +1,15 @@
 """A canary run's mirrored phase (mirror_iterations): while it lasts every
 user response comes from the stable pod and the canary's live weight stays 0,
-yet the canary pod receives a copy of each bodiless request (x-veer-mirror: 1)
-and its outcome feeds the analysis: a healthy canary leaves the mirror and
-progresses, one answering 503 or hanging is rolled back from the mirror,
-without users seeing an error or a slower response. Bodies are not copied
-(counted in veer_mirror_dropped_total{reason="body"})."""
+yet the canary pod receives a copy of each request (x-veer-mirror: 1), body
+included, and its outcome feeds the analysis: a healthy canary leaves the
+mirror and progresses, one answering 503 or hanging is rolled back from the
+mirror, without users seeing an error or a slower response. A body is copied
+once it is complete, with its Content-Length (chunked or not), up to 1 MiB;
+larger ones are counted in veer_mirror_dropped_total{reason="body_too_large"}
+and with mirroring off nothing of a body is kept."""
 
 import http.client
+import json
 import os
 import re
 import socket
@@ -17,7 +20,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import SLOW, Veer, base_config, do_request, wait_until  # noqa: E402
+from harness import SLOW, RssSampler, Veer, base_config, do_request, wait_until  # noqa: E402
 
 PODS = {}
 POD_NAMES = ("blue-m", "canary-m")
@@ -42,6 +45,29 @@ def policy(**over):
     return p
 
 
+EMBED = {"text": "a mirrored embedding request", "model": "mini"}
+EMBED_BYTES = json.dumps(EMBED).encode()
+
+
+def chunks(total, size=65536, fill=b"c"):
+    """A chunked request body: an iterator of pieces of `total` bytes in all."""
+    left = total
+    while left > 0:
+        n = min(size, left)
+        left -= n
+        yield fill * n
+
+
+def post_chunked(v, path, body_iter):
+    c = http.client.HTTPConnection("127.0.0.1", v.port, timeout=30)
+    try:
+        c.request("POST", path, body=body_iter, encode_chunked=True)
+        r = c.getresponse()
+        return r.status, {k.lower(): val for k, val in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
 def metric(v, name, labels=""):
     st, text = v.admin("GET", "/metrics")
     assert st == 200, st
@@ -58,11 +84,19 @@ class Users:
         self.v = v
         self.conn = http.client.HTTPConnection("127.0.0.1", v.port, timeout=10)
         self.results = []  # (status, x-pod, seconds)
+        self.bodies = []  # of embed()
 
     def one(self, path="/headers"):
         t0 = time.monotonic()
         st, hd, _ = do_request(self.conn, "GET", path)
         self.results.append((st, hd.get("x-pod"), time.monotonic() - t0))
+
+    def embed(self):
+        """A POST /api/v1/embed with a JSON body; its answer must be the stable pod's."""
+        t0 = time.monotonic()
+        st, hd, data = do_request(self.conn, "POST", "/api/v1/embed", EMBED)
+        self.results.append((st, hd.get("x-pod"), time.monotonic() - t0))
+        self.bodies.append(data)
 
     def close(self):
         self.conn.close()
@@ -73,7 +107,11 @@ class MirrorTest(unittest.TestCase):
         for p in PODS.values():
             p.fault(error_rate=0, hang_rate=0, latency="0ms", latency_p99="0ms")
             p.reset_stats()
-        self.v = Veer(config())
+        env = None
+        if harness.ASAN:  # freed memory in a bounded quarantine, so RSS tells what is kept
+            opts = os.environ.get("ASAN_OPTIONS", "")
+            env = {"ASAN_OPTIONS": (opts + ":" if opts else "") + "quarantine_size_mb=16:thread_local_quarantine_size_kb=256"}
+        self.v = Veer(config(), env=env)
         self.users = Users(self.v)
 
     def tearDown(self):
@@ -92,7 +130,7 @@ class MirrorTest(unittest.TestCase):
         self.assertEqual(js["weight"], 0, js)
         return js
 
-    def drive_until(self, pred, timeout, what):
+    def drive_until(self, pred, timeout, what, send=None):
         """Send user requests until pred(run) holds; returns that run.
         self.in_mirror: how many of the results were answered while the run
         was still mirrored (checked after each batch of 5)."""
@@ -100,7 +138,7 @@ class MirrorTest(unittest.TestCase):
         self.in_mirror = 0
         while time.monotonic() < deadline:
             for _ in range(5):
-                self.users.one()
+                (send or self.users.one)()
                 time.sleep(0.002)
             run = self.run_json()
             if run["stage"] == "mirror":
@@ -141,12 +179,13 @@ class MirrorTest(unittest.TestCase):
                        if e["kind"] == "iteration")
         wait_until(lambda: copies_analysed() > 0, 3 * SLOW, what="an analysis of the copies")
         self.assertLessEqual(copies_analysed(), 100)
-        # a request with a body is not copied, and is counted
+        # a request with a body is copied with its body
+        before = PODS["canary-m"].stats()["bytes_received"]
         st, hd, _ = self.v.request("POST", "/echo", b"x" * 100)
-        self.assertEqual((st, hd.get("x-pod")), (200, "blue-m"))
-        self.assertEqual(metric(self.v, "veer_mirror_dropped_total", '{reason="body"}'), 1)
-        time.sleep(0.2)
-        self.assertEqual(PODS["canary-m"].stats()["requests_total"], 100)
+        self.assertEqual((st, hd.get("x-pod"), hd.get("x-echo-bytes")), (200, "blue-m", "100"))
+        wait_until(lambda: PODS["canary-m"].stats()["requests_total"] == sent + 1, 3 * SLOW, what="the body's copy")
+        self.assertEqual(PODS["canary-m"].stats()["bytes_received"] - before, 100)
+        self.assertEqual(metric(self.v, "veer_mirror_dropped_total", '{reason="body_too_large"}'), 0)
         # the copy carries x-veer-mirror: 1 and the user's authority
         PODS["canary-m"].reset_stats()
         st, hd, body = self.v.request("GET", "/headers", headers={"host": "shop.example"})
@@ -186,6 +225,55 @@ class MirrorTest(unittest.TestCase):
         self.assertEqual(metric(self.v, "veer_mirror_requests_total"), before)  # no copies after the mirror
         self.v.admin("POST", "/v1/routes/web/canary/abort")
 
+    def test_post_only_load_passes_the_mirrored_phase(self):
+        # before bodies were copied, a POST-only workload left the canary without samples: inconclusive
+        self.start_run()
+        run = self.drive_until(lambda r: r["stage"] != "mirror", 10, "leaving the mirror", send=self.users.embed)
+        self.assertEqual(run["phase"], "progressing", run)
+        kinds = [e["kind"] for e in run["events"]]
+        self.assertEqual(kinds[:4], ["started", "iteration", "iteration", "live"], kinds)
+        self.assertGreater(run["events"][3]["analysis"]["canary"]["requests"], 0, run["events"][3])
+        mirrored = self.users.results[:self.in_mirror]
+        self.assertEqual({(st, pod) for st, pod, _ in mirrored}, {(200, "blue-m")})
+        # users got the stable pod's answer, byte for byte
+        st, direct = PODS["blue-m"].request("POST", "/api/v1/embed", EMBED_BYTES)
+        self.assertEqual(st, 200)
+        self.assertEqual(set(self.users.bodies[:self.in_mirror]), {direct})
+        # every copy reached the canary pod with the whole body
+        sent = metric(self.v, "veer_mirror_requests_total")
+        self.assertGreaterEqual(sent, len(mirrored) / 2)
+        self.assertEqual(metric(self.v, "veer_mirror_dropped_total", '{reason="incomplete"}'), 0)
+        self.assertEqual(metric(self.v, "veer_mirror_dropped_total", '{reason="body_too_large"}'), 0)
+        live = sum(1 for _, pod, _ in self.users.results if pod == "canary-m")  # users once it went live
+        wait_until(lambda: PODS["canary-m"].stats()["bytes_received"] == (sent + live) * len(EMBED_BYTES), 5 * SLOW,
+                   what="the copies' bodies")
+        self.v.admin("POST", "/v1/routes/web/canary/abort")
+
+    def test_without_mirroring_no_body_is_kept(self):
+        # no run: 50 MiB of chunked uploads stream through without anything kept for a copy
+        growth_limit_kb = (32 if harness.ASAN else 16) * 1024
+        post_chunked(self.v, "/sink", chunks(4 * 1024 * 1024))  # steady-state buffers before the baseline
+        base = self.v.rss_kb()
+        with RssSampler(self.v) as rss:
+            for _ in range(5):  # limits.max_body_bytes is 16 MiB: 5 x 10 MiB
+                st, hd, _ = post_chunked(self.v, "/sink", chunks(10 * 1024 * 1024))
+                self.assertEqual((st, hd.get("x-pod")), (200, "blue-m"))
+        self.assertLess(rss.peak() - base, growth_limit_kb, "RSS grew by %d kB" % (rss.peak() - base))
+        for reason in ("body_too_large", "incomplete", "in_flight_cap"):
+            self.assertEqual(metric(self.v, "veer_mirror_dropped_total", '{reason="%s"}' % reason), 0)
+        self.assertEqual(metric(self.v, "veer_mirror_requests_total"), 0)
+        # mirrored: each upload keeps at most 1 MiB, then drops its copy
+        self.start_run(mirror_iterations=1000)
+        base = self.v.rss_kb()
+        with RssSampler(self.v) as rss:
+            for _ in range(5):  # limits.max_body_bytes is 16 MiB: 5 x 10 MiB
+                st, hd, _ = post_chunked(self.v, "/sink", chunks(10 * 1024 * 1024))
+                self.assertEqual((st, hd.get("x-pod")), (200, "blue-m"))
+        self.assertLess(rss.peak() - base, growth_limit_kb, "RSS grew by %d kB" % (rss.peak() - base))
+        self.assertEqual(metric(self.v, "veer_mirror_dropped_total", '{reason="body_too_large"}'), 5)
+        self.assertEqual(metric(self.v, "veer_mirror_requests_total"), 0)
+        self.v.admin("POST", "/v1/routes/web/canary/abort")
+
     def rolled_back_from_mirror(self, **fault):
         PODS["canary-m"].fault(**fault)
         self.start_run()
@@ -213,7 +301,8 @@ class MirrorTest(unittest.TestCase):
 
 
 class Capture(threading.Thread):
-    """A one-shot HTTP/1.1 server that keeps the request head it receives."""
+    """An HTTP/1.1 server that keeps each request it receives: (head, body),
+    the body read by its Content-Length (a chunked copy is kept undecoded)."""
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -222,6 +311,7 @@ class Capture(threading.Thread):
         self.sock.listen(8)
         self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
         self.heads = []
+        self.bodies = []
         self.start()
 
     def run(self):
@@ -236,7 +326,16 @@ class Capture(threading.Thread):
                 if not chunk:
                     break
                 data += chunk
-            self.heads.append(data.split(b"\r\n\r\n")[0].decode("latin-1"))
+            head, _, body = data.partition(b"\r\n\r\n")
+            m = re.search(rb"^content-length:\s*(\d+)", head, re.M | re.I)
+            want = int(m.group(1)) if m else 0
+            while len(body) < want:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+            self.bodies.append(body)
+            self.heads.append(head.decode("latin-1"))
             c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
             c.close()
 
@@ -265,6 +364,92 @@ class MirrorCopyTest(unittest.TestCase):
             self.assertEqual(fields.get("x-veer-mirror"), "1")
             wait_until(lambda: metric(v, "veer_mirror_requests_total") == 1, 3 * SLOW, what="the count")
             self.assertEqual(metric(v, "veer_mirror_failed_total"), 0)
+        finally:
+            v.stop()
+            cap.sock.close()
+
+
+def fields_of(head):
+    fields = {}
+    for ln in head.split("\r\n")[1:]:
+        k, _, val = ln.partition(":")
+        fields[k.strip().lower()] = val.strip()
+    return fields
+
+
+class MirrorBodyTest(unittest.TestCase):
+    def test_bodies_are_copied_whole_up_to_1_mib(self):
+        cap = Capture()
+        clusters = {"blue": [PODS["blue-m"].addr], "canary": [cap.addr]}
+        routes = [{"name": "web", "match": {"path_prefix": "/"},
+                   "split": [{"cluster": "blue", "weight": 100}, {"cluster": "canary", "weight": 0}]}]
+        v = Veer(base_config(clusters, routes))
+        try:
+            st, js = v.admin("POST", "/v1/routes/web/canary", policy(mirror_iterations=1000, interval="5s"))
+            self.assertEqual(st, 200, js)
+            # JSON embeds: the user gets the stable pod's answer, the canary the same body bytes
+            sent = [{"text": "first"}, {"text": "second", "model": "mini"}, {"text": "x" * 5000}]
+            conn = http.client.HTTPConnection("127.0.0.1", v.port, timeout=10)
+            for doc in sent:
+                st, hd, data = do_request(conn, "POST", "/api/v1/embed", doc)
+                self.assertEqual((st, hd.get("x-pod")), (200, "blue-m"))
+                self.assertEqual((200, data), PODS["blue-m"].request("POST", "/api/v1/embed", doc))
+            conn.close()
+            wait_until(lambda: len(cap.bodies) == 3, 5 * SLOW, what="the copies")
+            for i, doc in enumerate(sent):
+                lines = cap.heads[i].split("\r\n")
+                self.assertEqual(lines[0], "POST /api/v1/embed HTTP/1.1")
+                f = fields_of(cap.heads[i])
+                self.assertEqual(cap.bodies[i], json.dumps(doc).encode())
+                self.assertEqual(f.get("content-length"), str(len(cap.bodies[i])))
+                self.assertEqual(f.get("content-type"), "application/json")
+                self.assertEqual(f.get("x-veer-mirror"), "1")
+            # a chunked body is copied with the Content-Length of what was received
+            st, hd, data = post_chunked(v, "/echo", chunks(70000, 7000, b"k"))
+            self.assertEqual((st, hd.get("x-pod"), hd.get("x-echo-bytes")), (200, "blue-m", "70000"))
+            wait_until(lambda: len(cap.bodies) == 4, 5 * SLOW, what="the chunked copy")
+            f = fields_of(cap.heads[3])
+            self.assertEqual((f.get("content-length"), f.get("transfer-encoding")), ("70000", None))
+            self.assertEqual(cap.bodies[3], b"k" * 70000)
+            # over 1 MiB, announced or chunked: not copied, counted; the user is served as ever
+            big = 1024 * 1024 + 1
+            st, hd, _ = v.request("POST", "/echo", b"b" * big)
+            self.assertEqual((st, hd.get("x-pod"), hd.get("x-echo-bytes")), (200, "blue-m", str(big)))
+            st, hd, _ = post_chunked(v, "/echo", chunks(big, 65536, b"d"))
+            self.assertEqual((st, hd.get("x-pod"), hd.get("x-echo-bytes")), (200, "blue-m", str(big)))
+            self.assertEqual(metric(v, "veer_mirror_dropped_total", '{reason="body_too_large"}'), 2)
+            # exactly 1 MiB still goes
+            st, hd, _ = v.request("POST", "/echo", b"e" * (big - 1))
+            self.assertEqual(st, 200)
+            wait_until(lambda: len(cap.bodies) == 5, 5 * SLOW, what="the 1 MiB copy")
+            self.assertEqual(cap.bodies[4], b"e" * (big - 1))
+            time.sleep(0.2)
+            self.assertEqual(len(cap.bodies), 5)
+            wait_until(lambda: metric(v, "veer_mirror_requests_total") == 5, 3 * SLOW, what="the count")
+            self.assertEqual(metric(v, "veer_mirror_failed_total"), 0)
+            self.assertEqual(metric(v, "veer_mirror_dropped_total", '{reason="incomplete"}'), 0)
+        finally:
+            v.stop()
+            cap.sock.close()
+
+    def test_a_body_cut_by_the_client_is_not_copied(self):
+        cap = Capture()
+        clusters = {"blue": [PODS["blue-m"].addr], "canary": [cap.addr]}
+        routes = [{"name": "web", "match": {"path_prefix": "/"},
+                   "split": [{"cluster": "blue", "weight": 100}, {"cluster": "canary", "weight": 0}]}]
+        v = Veer(base_config(clusters, routes))
+        try:
+            st, js = v.admin("POST", "/v1/routes/web/canary", policy(mirror_iterations=1000, interval="5s"))
+            self.assertEqual(st, 200, js)
+            s = socket.create_connection(("127.0.0.1", v.port))
+            s.sendall(b"POST /echo HTTP/1.1\r\nhost: a\r\ncontent-length: 1000\r\n\r\n" + b"z" * 400)
+            time.sleep(0.1)
+            s.close()
+            wait_until(lambda: metric(v, "veer_mirror_dropped_total", '{reason="incomplete"}') == 1, 3 * SLOW,
+                       what="the incomplete count")
+            time.sleep(0.2)
+            self.assertEqual(cap.bodies, [])
+            self.assertEqual(metric(v, "veer_mirror_requests_total"), 0)
         finally:
             v.stop()
             cap.sock.close()
