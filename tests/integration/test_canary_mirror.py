@@ -340,33 +340,34 @@ class Capture(threading.Thread):
             c.close()
 
 
+def mirrored_to_capture(test):
+    """veer with route web on blue-m and a Capture as its canary, in a
+    mirrored phase that outlasts the test; both stopped at the test's end."""
+    cap = Capture()
+    test.addCleanup(cap.sock.close)
+    clusters = {"blue": [PODS["blue-m"].addr], "canary": [cap.addr]}
+    routes = [{"name": "web", "match": {"path_prefix": "/"},
+               "split": [{"cluster": "blue", "weight": 100}, {"cluster": "canary", "weight": 0}]}]
+    v = Veer(base_config(clusters, routes))
+    test.addCleanup(v.stop)
+    st, js = v.admin("POST", "/v1/routes/web/canary", policy(mirror_iterations=1000, interval="5s"))
+    test.assertEqual(st, 200, js)
+    return v, cap
+
+
 class MirrorCopyTest(unittest.TestCase):
     def test_copy_has_the_users_method_path_headers_and_x_veer_mirror(self):
-        cap = Capture()
-        clusters = {"blue": [PODS["blue-m"].addr], "canary": [cap.addr]}
-        routes = [{"name": "web", "match": {"path_prefix": "/"},
-                   "split": [{"cluster": "blue", "weight": 100}, {"cluster": "canary", "weight": 0}]}]
-        v = Veer(base_config(clusters, routes))
-        try:
-            st, js = v.admin("POST", "/v1/routes/web/canary", policy(mirror_iterations=1000, interval="5s"))
-            self.assertEqual(st, 200, js)
-            st, hd, _ = v.request("GET", "/headers?q=1", headers={"host": "shop.example", "x-user": "u1"})
-            self.assertEqual((st, hd.get("x-pod")), (200, "blue-m"))
-            wait_until(lambda: cap.heads, 5 * SLOW, what="the copy")
-            lines = cap.heads[0].split("\r\n")
-            self.assertEqual(lines[0], "GET /headers?q=1 HTTP/1.1")
-            fields = {}
-            for ln in lines[1:]:
-                k, _, val = ln.partition(":")
-                fields[k.strip().lower()] = val.strip()
-            self.assertEqual(fields.get("host"), "shop.example")
-            self.assertEqual(fields.get("x-user"), "u1")
-            self.assertEqual(fields.get("x-veer-mirror"), "1")
-            wait_until(lambda: metric(v, "veer_mirror_requests_total") == 1, 3 * SLOW, what="the count")
-            self.assertEqual(metric(v, "veer_mirror_failed_total"), 0)
-        finally:
-            v.stop()
-            cap.sock.close()
+        v, cap = mirrored_to_capture(self)
+        st, hd, _ = v.request("GET", "/headers?q=1", headers={"host": "shop.example", "x-user": "u1"})
+        self.assertEqual((st, hd.get("x-pod")), (200, "blue-m"))
+        wait_until(lambda: cap.heads, 5 * SLOW, what="the copy")
+        self.assertEqual(cap.heads[0].split("\r\n")[0], "GET /headers?q=1 HTTP/1.1")
+        fields = fields_of(cap.heads[0])
+        self.assertEqual(fields.get("host"), "shop.example")
+        self.assertEqual(fields.get("x-user"), "u1")
+        self.assertEqual(fields.get("x-veer-mirror"), "1")
+        wait_until(lambda: metric(v, "veer_mirror_requests_total") == 1, 3 * SLOW, what="the count")
+        self.assertEqual(metric(v, "veer_mirror_failed_total"), 0)
 
 
 def fields_of(head):
@@ -379,80 +380,60 @@ def fields_of(head):
 
 class MirrorBodyTest(unittest.TestCase):
     def test_bodies_are_copied_whole_up_to_1_mib(self):
-        cap = Capture()
-        clusters = {"blue": [PODS["blue-m"].addr], "canary": [cap.addr]}
-        routes = [{"name": "web", "match": {"path_prefix": "/"},
-                   "split": [{"cluster": "blue", "weight": 100}, {"cluster": "canary", "weight": 0}]}]
-        v = Veer(base_config(clusters, routes))
-        try:
-            st, js = v.admin("POST", "/v1/routes/web/canary", policy(mirror_iterations=1000, interval="5s"))
-            self.assertEqual(st, 200, js)
-            # JSON embeds: the user gets the stable pod's answer, the canary the same body bytes
-            sent = [{"text": "first"}, {"text": "second", "model": "mini"}, {"text": "x" * 5000}]
-            conn = http.client.HTTPConnection("127.0.0.1", v.port, timeout=10)
-            for doc in sent:
-                st, hd, data = do_request(conn, "POST", "/api/v1/embed", doc)
-                self.assertEqual((st, hd.get("x-pod")), (200, "blue-m"))
-                self.assertEqual((200, data), PODS["blue-m"].request("POST", "/api/v1/embed", doc))
-            conn.close()
-            wait_until(lambda: len(cap.bodies) == 3, 5 * SLOW, what="the copies")
-            for i, doc in enumerate(sent):
-                lines = cap.heads[i].split("\r\n")
-                self.assertEqual(lines[0], "POST /api/v1/embed HTTP/1.1")
-                f = fields_of(cap.heads[i])
-                self.assertEqual(cap.bodies[i], json.dumps(doc).encode())
-                self.assertEqual(f.get("content-length"), str(len(cap.bodies[i])))
-                self.assertEqual(f.get("content-type"), "application/json")
-                self.assertEqual(f.get("x-veer-mirror"), "1")
-            # a chunked body is copied with the Content-Length of what was received
-            st, hd, data = post_chunked(v, "/echo", chunks(70000, 7000, b"k"))
-            self.assertEqual((st, hd.get("x-pod"), hd.get("x-echo-bytes")), (200, "blue-m", "70000"))
-            wait_until(lambda: len(cap.bodies) == 4, 5 * SLOW, what="the chunked copy")
-            f = fields_of(cap.heads[3])
-            self.assertEqual((f.get("content-length"), f.get("transfer-encoding")), ("70000", None))
-            self.assertEqual(cap.bodies[3], b"k" * 70000)
-            # over 1 MiB, announced or chunked: not copied, counted; the user is served as ever
-            big = 1024 * 1024 + 1
-            st, hd, _ = v.request("POST", "/echo", b"b" * big)
-            self.assertEqual((st, hd.get("x-pod"), hd.get("x-echo-bytes")), (200, "blue-m", str(big)))
-            st, hd, _ = post_chunked(v, "/echo", chunks(big, 65536, b"d"))
-            self.assertEqual((st, hd.get("x-pod"), hd.get("x-echo-bytes")), (200, "blue-m", str(big)))
-            self.assertEqual(metric(v, "veer_mirror_dropped_total", '{reason="body_too_large"}'), 2)
-            # exactly 1 MiB still goes
-            st, hd, _ = v.request("POST", "/echo", b"e" * (big - 1))
-            self.assertEqual(st, 200)
-            wait_until(lambda: len(cap.bodies) == 5, 5 * SLOW, what="the 1 MiB copy")
-            self.assertEqual(cap.bodies[4], b"e" * (big - 1))
-            time.sleep(0.2)
-            self.assertEqual(len(cap.bodies), 5)
-            wait_until(lambda: metric(v, "veer_mirror_requests_total") == 5, 3 * SLOW, what="the count")
-            self.assertEqual(metric(v, "veer_mirror_failed_total"), 0)
-            self.assertEqual(metric(v, "veer_mirror_dropped_total", '{reason="incomplete"}'), 0)
-        finally:
-            v.stop()
-            cap.sock.close()
+        v, cap = mirrored_to_capture(self)
+        # JSON embeds: the user gets the stable pod's answer, the canary the same body bytes
+        sent = [{"text": "first"}, {"text": "second", "model": "mini"}, {"text": "x" * 5000}]
+        conn = http.client.HTTPConnection("127.0.0.1", v.port, timeout=10)
+        for doc in sent:
+            st, hd, data = do_request(conn, "POST", "/api/v1/embed", doc)
+            self.assertEqual((st, hd.get("x-pod")), (200, "blue-m"))
+            self.assertEqual((200, data), PODS["blue-m"].request("POST", "/api/v1/embed", doc))
+        conn.close()
+        wait_until(lambda: len(cap.bodies) == 3, 5 * SLOW, what="the copies")
+        for i, doc in enumerate(sent):
+            lines = cap.heads[i].split("\r\n")
+            self.assertEqual(lines[0], "POST /api/v1/embed HTTP/1.1")
+            f = fields_of(cap.heads[i])
+            self.assertEqual(cap.bodies[i], json.dumps(doc).encode())
+            self.assertEqual(f.get("content-length"), str(len(cap.bodies[i])))
+            self.assertEqual(f.get("content-type"), "application/json")
+            self.assertEqual(f.get("x-veer-mirror"), "1")
+        # a chunked body is copied with the Content-Length of what was received
+        st, hd, data = post_chunked(v, "/echo", chunks(70000, 7000, b"k"))
+        self.assertEqual((st, hd.get("x-pod"), hd.get("x-echo-bytes")), (200, "blue-m", "70000"))
+        wait_until(lambda: len(cap.bodies) == 4, 5 * SLOW, what="the chunked copy")
+        f = fields_of(cap.heads[3])
+        self.assertEqual((f.get("content-length"), f.get("transfer-encoding")), ("70000", None))
+        self.assertEqual(cap.bodies[3], b"k" * 70000)
+        # over 1 MiB, announced or chunked: not copied, counted; the user is served as ever
+        big = 1024 * 1024 + 1
+        st, hd, _ = v.request("POST", "/echo", b"b" * big)
+        self.assertEqual((st, hd.get("x-pod"), hd.get("x-echo-bytes")), (200, "blue-m", str(big)))
+        st, hd, _ = post_chunked(v, "/echo", chunks(big, 65536, b"d"))
+        self.assertEqual((st, hd.get("x-pod"), hd.get("x-echo-bytes")), (200, "blue-m", str(big)))
+        self.assertEqual(metric(v, "veer_mirror_dropped_total", '{reason="body_too_large"}'), 2)
+        # exactly 1 MiB still goes
+        st, hd, _ = v.request("POST", "/echo", b"e" * (big - 1))
+        self.assertEqual(st, 200)
+        wait_until(lambda: len(cap.bodies) == 5, 5 * SLOW, what="the 1 MiB copy")
+        self.assertEqual(cap.bodies[4], b"e" * (big - 1))
+        time.sleep(0.2)
+        self.assertEqual(len(cap.bodies), 5)
+        wait_until(lambda: metric(v, "veer_mirror_requests_total") == 5, 3 * SLOW, what="the count")
+        self.assertEqual(metric(v, "veer_mirror_failed_total"), 0)
+        self.assertEqual(metric(v, "veer_mirror_dropped_total", '{reason="incomplete"}'), 0)
 
     def test_a_body_cut_by_the_client_is_not_copied(self):
-        cap = Capture()
-        clusters = {"blue": [PODS["blue-m"].addr], "canary": [cap.addr]}
-        routes = [{"name": "web", "match": {"path_prefix": "/"},
-                   "split": [{"cluster": "blue", "weight": 100}, {"cluster": "canary", "weight": 0}]}]
-        v = Veer(base_config(clusters, routes))
-        try:
-            st, js = v.admin("POST", "/v1/routes/web/canary", policy(mirror_iterations=1000, interval="5s"))
-            self.assertEqual(st, 200, js)
-            s = socket.create_connection(("127.0.0.1", v.port))
-            s.sendall(b"POST /echo HTTP/1.1\r\nhost: a\r\ncontent-length: 1000\r\n\r\n" + b"z" * 400)
-            time.sleep(0.1)
-            s.close()
-            wait_until(lambda: metric(v, "veer_mirror_dropped_total", '{reason="incomplete"}') == 1, 3 * SLOW,
-                       what="the incomplete count")
-            time.sleep(0.2)
-            self.assertEqual(cap.bodies, [])
-            self.assertEqual(metric(v, "veer_mirror_requests_total"), 0)
-        finally:
-            v.stop()
-            cap.sock.close()
+        v, cap = mirrored_to_capture(self)
+        s = socket.create_connection(("127.0.0.1", v.port))
+        s.sendall(b"POST /echo HTTP/1.1\r\nhost: a\r\ncontent-length: 1000\r\n\r\n" + b"z" * 400)
+        time.sleep(0.1)
+        s.close()
+        wait_until(lambda: metric(v, "veer_mirror_dropped_total", '{reason="incomplete"}') == 1, 3 * SLOW,
+                   what="the incomplete count")
+        time.sleep(0.2)
+        self.assertEqual(cap.bodies, [])
+        self.assertEqual(metric(v, "veer_mirror_requests_total"), 0)
 
 
 if __name__ == "__main__":
