@@ -629,9 +629,11 @@ static void print_header(const cJSON *st)
     number(st, "generation", &generation);
     number(st, "uptime_seconds", &uptime);
     unsigned long long up = (unsigned long long)uptime;
-    printf("veer %s  generation %.0f  up %llud%02lluh%02llum%02llus%s\n",
+    /* peers.leader false: say so first, before anyone steers the wrong replica */
+    printf("veer %s  generation %.0f  up %llud%02lluh%02llum%02llus%s%s\n",
            cJSON_IsString(version) ? version->valuestring : "?", generation, up / 86400, up / 3600 % 24,
-           up / 60 % 60, up % 60, cJSON_IsTrue(field(st, "draining")) ? "  DRAINING" : "");
+           up / 60 % 60, up % 60, cJSON_IsTrue(field(st, "draining")) ? "  DRAINING" : "",
+           cJSON_IsFalse(field(st, "leader")) ? "  FOLLOWER (weights and canary runs come from the leader)" : "");
 }
 
 static int cmd_status(ctl_t *c, int argc, char **argv)

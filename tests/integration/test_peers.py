@@ -281,6 +281,13 @@ class PeersTest(unittest.TestCase):
                             token_file(), "canary", "embed", "start"], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn(FOLLOWER_409, r.stdout + r.stderr)
+        # and its status header says which replica this is; the leader's does not
+        for replica, says in ((F, True), (self.leader, False)):
+            r = subprocess.run([harness.VEER_BIN, "ctl", "--admin", "127.0.0.1:%d" % replica.admin_port, "--token-file",
+                                token_file(), "status"], capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertEqual("FOLLOWER (weights and canary runs come from the leader)" in r.stdout.splitlines()[0],
+                             says, r.stdout)
         # an operator's PUT needs force, and then changes this replica alone
         g0 = F.generation()
         st, js = F.set_weights("embed", {"blue": 60, "green": 40}, token=TOKEN)
