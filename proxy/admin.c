@@ -53,9 +53,12 @@ struct veer_admin_s {
     size_t token_len;
     bool protect_reads;
     struct timespec started;
-    /* a follower's forced PUT ran its generation ahead of the leader's: the
-     * leader's next change replaces it anyway, with the leader's generation */
-    bool forced_ahead;
+    /* the leader whose changes this follower took last (its instance id from
+     * VEER_PEERS_INSTANCE_HEADER) and the newest generation it sent: only
+     * that leader's own order is checked, never this replica's numbering,
+     * which a forced PUT or a reload here runs ahead of the leader's */
+    char leader_instance[48];
+    uint64_t leader_last;
 };
 
 typedef enum { ACCESS_OPEN, ACCESS_READ, ACCESS_MUTATE } admin_access_t;
@@ -792,9 +795,27 @@ static void handle_weights_put(admin_call_t *call)
         }
         cJSON_AddBoolToObject(call->change, "follower_forced", true);
     }
-    if (from_leader)
+    bool over_local = false, self = false;
+    const char *instance = "";
+    if (from_leader) {
         cJSON_AddNumberToObject(call->change, "leader_generation", (double)wr.generation);
-    bool over_local = from_leader && call->admin->forced_ahead;
+        instance = evhttp_find_header(evhttp_request_get_input_headers(call->req), VEER_PEERS_INSTANCE_HEADER);
+        instance = instance != NULL ? instance : "";
+        self = strcmp(instance, veer_peers_instance()) == 0; /* a shared peer list naming this replica */
+        veer_snapshot_t *snap = veer_runtime_acquire(call->admin->rt);
+        bool has_peers = snap->config->peers.admin_count > 0; /* without a peers block: anyone's follower */
+        veer_snapshot_release(snap);
+        if (!self && has_peers && canary != NULL && veer_controller_leads(canary)) {
+            weights_request_clear(&wr);
+            reply_error(call, 409, "this replica leads too (peers.leader): only one replica may lead; give the "
+                                   "others peers.leader false");
+            return;
+        }
+        /* on a follower the leader's numbering wins, unless this is an older
+         * (or a conflicting repeated) change of the same leader arriving late */
+        bool same_leader = instance[0] == '\0' || strcmp(instance, call->admin->leader_instance) == 0;
+        over_local = !self && !(same_leader && wr.generation <= call->admin->leader_last);
+    }
     uint64_t leader_generation = wr.generation;
     int rc = from_leader ? veer_runtime_adopt_weights(call->admin->rt, call->name, wr.names, wr.weights, wr.count,
                                                       wr.generation, over_local, &generation, err, sizeof err)
@@ -805,10 +826,15 @@ static void handle_weights_put(admin_call_t *call)
         reply_error(call, runtime_error_status(rc), err[0] != '\0' ? err : "weights not applied");
         return;
     }
-    if (!from_leader && canary != NULL && !veer_controller_leads(canary))
-        call->admin->forced_ahead = true;
-    else if (from_leader && generation == leader_generation)
-        call->admin->forced_ahead = false; /* in step with the leader's numbering again */
+    if (from_leader && !self) {
+        /* a newer change, or another leader instance (restarted, perhaps
+         * without its state file): that leader's order from now on */
+        bool other = instance[0] != '\0' && strcmp(instance, call->admin->leader_instance) != 0;
+        if (other)
+            snprintf(call->admin->leader_instance, sizeof call->admin->leader_instance, "%s", instance);
+        if (other || leader_generation > call->admin->leader_last)
+            call->admin->leader_last = leader_generation;
+    }
     if (!from_leader && canary != NULL)
         veer_controller_weights_changed(canary, call->name);
     call->has_generation = true;

@@ -84,9 +84,10 @@ int veer_runtime_set_weights(veer_runtime_t *rt, const char *route, const char *
  * generation becomes `generation` when it is newer than the current one, so
  * every replica shows the same number for the same weights. generation <= the
  * current one: VEER_RT_OK without a change when the named clusters already
- * have these weights (a retry), else VEER_RT_ESTALE; with over_local (a
- * follower's forced local change ran its generation ahead of the leader's)
- * the weights are applied and the generation steps back to `generation`. */
+ * have these weights (a retry), else VEER_RT_ESTALE. over_local: this
+ * replica's own generation does not count (a follower takes the leader's
+ * numbering even when a forced PUT or a reload here ran ahead of it): the
+ * weights are applied and the generation becomes `generation`. */
 int veer_runtime_adopt_weights(veer_runtime_t *rt, const char *route, const char *const *names,
                                const int64_t *weights, size_t n, uint64_t generation, bool over_local,
                                uint64_t *new_generation, char *err, size_t errlen);

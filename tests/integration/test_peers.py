@@ -259,6 +259,43 @@ class PeersTest(unittest.TestCase):
         st, js = p.set_weights("embed", {"blue": 20, "green": 80}, token=TOKEN, force=True)
         self.assertEqual((st, js["generation"]), (200, g0 + 61))
 
+    def test_the_leaders_numbering_wins_on_a_follower(self):
+        L, F = self.leader, self.peers[0]
+        # a reload of the follower alone bumps its generation past the leader's
+        # (a ConfigMap reaches pods up to a minute apart); the leader's next
+        # change is still taken, with the leader's number
+        self.assertEqual(F.admin("POST", "/v1/reload", token=TOKEN)[0], 200)
+        self.assertEqual(F.generation(), L.generation() + 1)
+        st, js = L.set_weights("embed", {"blue": 85, "green": 15}, token=TOKEN)
+        self.assertEqual(st, 200, js)
+        wait_until(lambda: (F.weights("embed"), F.generation()) == ({"blue": 85, "green": 15}, js["generation"]),
+                   1.0 * SLOW, what="the leader's change on the reloaded follower")
+        self.assertEqual(peer_entry(L, F)["last_error"], None)
+        # a restarted leader (another instance id) that lost its state starts
+        # its numbering again: the follower goes with it
+        self.assertGreater(F.generation(), 1)
+        st, js = F.admin("PUT", "/v1/routes/embed/weights", {"weights": {"blue": 95, "green": 5}, "generation": 1},
+                         token=TOKEN, headers={"X-Veer-Instance": "f" * 32})
+        self.assertEqual((st, js.get("generation")), (200, 1), js)
+        self.assertEqual((F.weights("embed"), F.generation()), ({"blue": 95, "green": 5}, 1))
+        # ... and that instance's changes are checked in its own order: a late
+        # one with other weights under a number already taken is refused
+        st, js = F.admin("PUT", "/v1/routes/embed/weights", {"weights": {"blue": 50, "green": 50}, "generation": 1},
+                         token=TOKEN, headers={"X-Veer-Instance": "f" * 32})
+        self.assertEqual(st, 409, js)
+        self.assertIn("stale", js["error"])
+        # two leaders: a change from another leader is refused by a replica that leads
+        st, js = L.admin("PUT", "/v1/routes/embed/weights", {"weights": {"blue": 50, "green": 50}, "generation": 999},
+                         token=TOKEN, headers={"X-Veer-Instance": "e" * 32})
+        self.assertEqual(st, 409, js)
+        self.assertIn("this replica leads too", js["error"])
+        self.assertNotEqual(L.weights("embed"), {"blue": 50, "green": 50})
+        # the real leader's next change brings the follower back to its numbering
+        st, js = L.set_weights("embed", {"blue": 100, "green": 0}, token=TOKEN)
+        self.assertEqual(st, 200, js)
+        wait_until(lambda: (F.weights("embed"), F.generation()) == ({"blue": 100, "green": 0}, js["generation"]),
+                   1.0 * SLOW, what="the leader's numbering again")
+
     def test_a_follower_refuses_runs_and_unforced_weights(self):
         L, F, other = self.leader, self.peers[0], self.peers[1]
         # the roles, as /v1/status, GET canary and /metrics tell them
@@ -304,8 +341,8 @@ class PeersTest(unittest.TestCase):
         self.assertEqual(F.status()["peers"], [])
         self.assertEqual([o for o in F.json_log_lines() if o.get("msg") == "peer"], [])
         # the leader's next change replaces the forced one, though the forced
-        # one ran the follower's generation ahead: the follower takes the
-        # leader's generation back, and then follows as before
+        # one ran the follower's generation ahead: a follower takes the
+        # leader's numbering, and then follows as before
         st, js = L.set_weights("embed", {"blue": 80, "green": 20}, token=TOKEN)
         self.assertEqual(st, 200, js)
         self.assertLessEqual(js["generation"], g0 + 1)
@@ -317,7 +354,7 @@ class PeersTest(unittest.TestCase):
         self.assertEqual(st, 200, js)
         wait_until(lambda: (F.weights("embed"), F.generation()) == ({"blue": 70, "green": 30}, js["generation"]),
                    1.0 * SLOW, what="the next change")
-        # only the first change after a forced one may step back: a stale one is refused again
+        # an older change of the same leader arriving late is refused
         st, js2 = F.set_weights("embed", {"blue": 10, "green": 90}, token=TOKEN, generation=js["generation"] - 1)
         self.assertEqual(st, 409, js2)
         # the role is taken at start: a reload may not change it, but may restate it
