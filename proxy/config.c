@@ -1266,10 +1266,12 @@ static size_t read_status_list(parse_ctx_t *ctx, const cJSON *obj, const jpath_t
     return count;
 }
 
-static veer_health_check_config_t *parse_health_check(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at)
+static veer_health_check_config_t *parse_health_check(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at,
+                                                      veer_upstream_proto_t protocol)
 {
     static const char *const keys[] = {"path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold",
-                                       "expected_statuses", "jitter", "require_initial_pass", NULL};
+                                       "expected_statuses", "jitter", "require_initial_pass", "grpc_service",
+                                       NULL};
     const cJSON *hc = read_object(ctx, obj, at, "health_check", F_NULLABLE, keys);
     if (!hc)
         return NULL;
@@ -1278,7 +1280,17 @@ static veer_health_check_config_t *parse_health_check(parse_ctx_t *ctx, const cJ
     if (!out)
         return NULL;
     jpath_t path_path = path_key(&p, "path");
-    out->path = read_string(ctx, hc, &p, "path", F_REQUIRED, NULL);
+    out->grpc_service = read_string(ctx, hc, &p, "grpc_service", F_NULLABLE | F_ALLOW_EMPTY, NULL);
+    jpath_t gp = path_key(&p, "grpc_service");
+    if (out->grpc_service && strlen(out->grpc_service) > VEER_GRPC_SERVICE_MAX)
+        add_error(ctx, &gp, "longer than %d bytes", VEER_GRPC_SERVICE_MAX);
+    if (out->grpc_service && protocol == VEER_PROTO_HTTP1)
+        add_error(ctx, &gp, "needs an HTTP/2 cluster (protocol \"h2c\" or \"h2\"), got protocol \"http1\"");
+    if (out->grpc_service && lookup(hc, "expected_statuses")) {
+        jpath_t ep = path_key(&p, "expected_statuses");
+        add_error(ctx, &ep, "not used with grpc_service (a pass is :status 200, grpc-status 0, SERVING)");
+    }
+    out->path = read_string(ctx, hc, &p, "path", out->grpc_service ? 0 : F_REQUIRED, NULL);
     if (out->path && out->path[0] != '/')
         add_error(ctx, &path_path, "must start with '/', got \"%s\"", out->path);
     out->interval_ms = read_duration(ctx, hc, &p, "interval", 1, 5000);
@@ -1391,7 +1403,7 @@ static void parse_cluster(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at,
     out->lb = (veer_lb_t)read_enum(ctx, obj, at, "lb", lbs, VEER_LB_LEAST_REQUEST);
     out->connect_timeout_ms = read_duration(ctx, obj, at, "connect_timeout", 1, 1000);
     out->tls = parse_cluster_tls(ctx, obj, at, out->protocol == VEER_PROTO_H2);
-    out->health_check = parse_health_check(ctx, obj, at);
+    out->health_check = parse_health_check(ctx, obj, at, out->protocol);
     out->outlier_detection = parse_outlier(ctx, obj, at);
     parse_breakers(ctx, obj, at, &out->circuit_breakers);
     out->panic_threshold = (uint32_t)read_uint(ctx, obj, at, "panic_threshold", 0, 100, 50);
@@ -2387,8 +2399,10 @@ static void free_cluster(veer_cluster_config_t *c)
         free(c->tls->key);
         free(c->tls);
     }
-    if (c->health_check)
+    if (c->health_check) {
         free(c->health_check->path);
+        free(c->health_check->grpc_service);
+    }
     free(c->health_check);
     free(c->outlier_detection);
 }

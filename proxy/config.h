@@ -137,8 +137,11 @@ typedef struct veer_status_range_s {
 
 #define VEER_STATUS_RANGES_MAX 16
 
+#define VEER_GRPC_SERVICE_MAX 1024
+
 typedef struct veer_health_check_config_s {
-    char *path;
+    char *path;                  /* NULL with grpc_service */
+    char *grpc_service;          /* non-NULL: gRPC health check of this service ("" = server) */
     uint64_t interval_ms, timeout_ms;
     uint32_t healthy_threshold, unhealthy_threshold;
     uint64_t jitter_ms;          /* next probe at interval +- jitter; default interval / 10 */

@@ -19,6 +19,7 @@ typedef struct host_s {
     uint32_t passes, failures; /* in a row */
     int last_status;
     veer_health_failure_t last_failure;
+    char last_reason[64]; /* the prober's words for the last failure; "" for none */
     uint64_t probe_started_ms, deadline_ms, next_probe_ms, last_check_ms;
     uint64_t checks_total, failures_total;
 } host_t;
@@ -49,6 +50,7 @@ const char *veer_health_failure_name(veer_health_failure_t failure)
     case VEER_HEALTH_FAIL_TIMEOUT: return "timeout";
     case VEER_HEALTH_FAIL_CONNECT: return "connect failure";
     case VEER_HEALTH_FAIL_RESET: return "reset";
+    case VEER_HEALTH_FAIL_GRPC: return "gRPC health not serving";
     }
     return "failure";
 }
@@ -82,6 +84,7 @@ static void copy_config(veer_health_t *hc, const veer_health_check_config_t *cfg
 {
     hc->cfg = *cfg;
     hc->cfg.path = NULL; /* owned by the config; the prober reads it there */
+    hc->cfg.grpc_service = NULL;
     if (hc->cfg.interval_ms == 0)
         hc->cfg.interval_ms = 1;
     if (hc->cfg.jitter_ms >= hc->cfg.interval_ms)
@@ -161,14 +164,16 @@ static uint64_t next_probe_time(veer_health_t *hc, uint64_t now_ms)
 
 static void describe_last(const host_t *h, char *buf, size_t cap)
 {
-    if (h->last_failure == VEER_HEALTH_FAIL_STATUS && h->last_status)
+    if (h->last_reason[0] != '\0')
+        snprintf(buf, cap, "%s", h->last_reason);
+    else if (h->last_failure == VEER_HEALTH_FAIL_STATUS && h->last_status)
         snprintf(buf, cap, "status %d", h->last_status);
     else
         snprintf(buf, cap, "%s", veer_health_failure_name(h->last_failure));
 }
 
 static void record(veer_health_t *hc, host_t *h, bool passed, int status, veer_health_failure_t failure,
-                   uint64_t now_ms, veer_health_result_t *out)
+                   const char *reason, uint64_t now_ms, veer_health_result_t *out)
 {
     uint64_t started = h->probe_started_ms;
     veer_health_state_t from = h->state;
@@ -189,13 +194,14 @@ static void record(veer_health_t *hc, host_t *h, bool passed, int status, veer_h
         h->passes = 0;
         h->failures_total++;
         h->last_failure = failure;
+        snprintf(h->last_reason, sizeof h->last_reason, "%s", reason != NULL ? reason : "");
         if (h->state != VEER_HEALTH_UNHEALTHY && h->failures >= hc->cfg.unhealthy_threshold)
             h->state = VEER_HEALTH_UNHEALTHY;
     }
     bool changed = h->state != from;
     if (changed && hc->on_event) {
         veer_health_event_t ev = {.endpoint_id = h->id, .from = from, .to = h->state, .routable = host_routable(hc, h)};
-        char last[48];
+        char last[64];
         describe_last(h, last, sizeof last);
         if (passed)
             snprintf(ev.detail, sizeof ev.detail, "%" PRIu32 " passed check%s in a row (status %d)", h->passes,
@@ -221,7 +227,7 @@ size_t veer_health_poll(veer_health_t *hc, uint64_t now_ms, uint32_t *due, size_
     for (size_t i = 0; i < hc->host_count; i++) {
         host_t *h = &hc->hosts[i];
         if (h->in_flight && h->deadline_ms <= now_ms)
-            record(hc, h, false, 0, VEER_HEALTH_FAIL_TIMEOUT, now_ms, NULL);
+            record(hc, h, false, 0, VEER_HEALTH_FAIL_TIMEOUT, NULL, now_ms, NULL);
         if (!h->in_flight && h->next_probe_ms <= now_ms && n < cap) {
             h->in_flight = true;
             h->probe_started_ms = now_ms;
@@ -251,17 +257,23 @@ int veer_health_on_response(veer_health_t *hc, uint32_t endpoint_id, int status,
     if (!h || !h->in_flight)
         return -ENOENT;
     bool passed = veer_health_status_expected(hc->cfg.expected_statuses, hc->cfg.expected_status_count, status);
-    record(hc, h, passed, status, VEER_HEALTH_FAIL_STATUS, now_ms, out);
+    record(hc, h, passed, status, VEER_HEALTH_FAIL_STATUS, NULL, now_ms, out);
     return 0;
 }
 
 int veer_health_on_failure(veer_health_t *hc, uint32_t endpoint_id, veer_health_failure_t failure, uint64_t now_ms,
                            veer_health_result_t *out)
 {
+    return veer_health_on_failure_reason(hc, endpoint_id, failure, NULL, now_ms, out);
+}
+
+int veer_health_on_failure_reason(veer_health_t *hc, uint32_t endpoint_id, veer_health_failure_t failure,
+                                  const char *reason, uint64_t now_ms, veer_health_result_t *out)
+{
     host_t *h = find_host(hc, endpoint_id);
     if (!h || !h->in_flight)
         return -ENOENT;
-    record(hc, h, false, 0, failure, now_ms, out);
+    record(hc, h, false, 0, failure, reason, now_ms, out);
     return 0;
 }
 

@@ -32,6 +32,7 @@ typedef enum {
     VEER_HEALTH_FAIL_TIMEOUT = 1, /* no whole response within timeout */
     VEER_HEALTH_FAIL_CONNECT = 2, /* connect refused, unreachable, TLS handshake failed */
     VEER_HEALTH_FAIL_RESET = 3,   /* closed or reset, or a malformed response */
+    VEER_HEALTH_FAIL_GRPC = 4,    /* a gRPC health answer other than SERVING */
 } veer_health_failure_t;
 
 typedef struct veer_health_event_s {
@@ -101,6 +102,11 @@ int veer_health_on_response(veer_health_t *hc, uint32_t endpoint_id, int status,
                             veer_health_result_t *out);
 int veer_health_on_failure(veer_health_t *hc, uint32_t endpoint_id, veer_health_failure_t failure, uint64_t now_ms,
                            veer_health_result_t *out);
+/* As veer_health_on_failure, with the prober's own words for what failed
+ * ("grpc-status 12", "NOT_SERVING"; at most 63 bytes kept) shown instead of
+ * the failure's name in the state-change detail. reason NULL: the name. */
+int veer_health_on_failure_reason(veer_health_t *hc, uint32_t endpoint_id, veer_health_failure_t failure,
+                                  const char *reason, uint64_t now_ms, veer_health_result_t *out);
 
 bool veer_health_routable(const veer_health_t *hc, uint32_t endpoint_id);
 veer_health_state_t veer_health_state(const veer_health_t *hc, uint32_t endpoint_id);

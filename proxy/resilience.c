@@ -108,8 +108,9 @@ static void log_event(const char *cluster, const char *event, const char *endpoi
 {
     char ts[32], line[768], c[160], d[320];
     veer_log_timestamp(ts);
-    veer_json_escape(c, sizeof(c), cluster, strlen(cluster));
-    veer_json_escape(d, sizeof(d), detail, strlen(detail));
+    /* veer_json_escape does not terminate its output */
+    c[veer_json_escape(c, sizeof(c) - 1, cluster, strlen(cluster))] = '\0';
+    d[veer_json_escape(d, sizeof(d) - 1, detail, strlen(detail))] = '\0';
     int n = snprintf(line, sizeof(line),
                      "{\"ts\":\"%s\",\"level\":\"info\",\"msg\":\"%s\",\"event\":\"%s\",\"cluster\":\"%s\","
                      "\"endpoint\":\"%s\",\"detail\":\"%s\"%s}",
@@ -201,7 +202,8 @@ static void probes_cancel(resil_owned_t *o, bool all, uint32_t endpoint_id)
     }
 }
 
-static void probe_done_cb(void *arg, veer_probe_t *p, uint32_t id, int status, veer_health_failure_t failure)
+static void probe_done_cb(void *arg, veer_probe_t *p, uint32_t id, int status, veer_health_failure_t failure,
+                          const char *reason)
 {
     veer_resil_cluster_t *c = arg;
     resil_owned_t *o = c->own;
@@ -211,7 +213,7 @@ static void probe_done_cb(void *arg, veer_probe_t *p, uint32_t id, int status, v
     uint64_t now = now_ms();
     veer_health_result_t res;
     int rc = status > 0 ? veer_health_on_response(o->hc, id, status, now, &res)
-                        : veer_health_on_failure(o->hc, id, failure, now, &res);
+                        : veer_health_on_failure_reason(o->hc, id, failure, reason, now, &res);
     if (rc < 0)
         return; /* late: the checker failed it at its deadline already */
     if (o->det != NULL) {
@@ -245,7 +247,7 @@ static void probe_due(veer_resilience_t *r, veer_resil_cluster_t *c, uint64_t no
                                           : NULL;
             if (p == NULL) {
                 free(ref);
-                probe_done_cb(c, NULL, due[i], 0, VEER_HEALTH_FAIL_CONNECT);
+                probe_done_cb(c, NULL, due[i], 0, VEER_HEALTH_FAIL_CONNECT, NULL);
                 continue;
             }
             ref->probe = p;

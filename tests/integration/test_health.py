@@ -2,8 +2,11 @@
 traffic within interval x unhealthy_threshold and comes back after
 healthy_threshold passes; with require_initial_pass a new endpoint is not
 routed to before its first pass; a pass un-ejects an ejected host; a TLS
-cluster is probed over TLS (HAProxy terminating in front of a pod)."""
+cluster is probed over TLS (HAProxy terminating in front of a pod); an h2c
+cluster of pods that refuse HTTP/1.1 is probed over HTTP/2; gRPC health
+checks (grpc_service) follow SERVING / NOT_SERVING and name what failed."""
 
+import http.client
 import os
 import shutil
 import sys
@@ -129,6 +132,121 @@ class TlsHealthTest(unittest.TestCase):
         finally:
             harness.kill(hp.proc)
             pod.stop()
+
+
+def health_details(veer, addr, to):
+    """The detail of every health_change log line of endpoint addr to state `to`."""
+    lines = veer.json_log_lines("stderr") + veer.json_log_lines("stdout")
+    return [e.get("detail", "") for e in lines
+            if e.get("event") == "health_change" and e.get("endpoint") == addr and e.get("to") == to]
+
+
+class H2HealthTest(unittest.TestCase):
+    """Pods that speak only HTTP/2 (like grpc-go / grpc-java servers)."""
+
+    def setUp(self):
+        self.p1, self.p2 = harness.pods_for_test(self, "blue-1", "blue-2")
+        for p in (self.p1, self.p2):
+            p.fault(h2_only=True)  # the control routes (/fault, /stats) keep answering HTTP/1.1
+
+    def start(self, **hc):
+        check = dict(HC)
+        check.update(hc)
+        if check["path"] is None:  # a gRPC check needs no path
+            del check["path"]
+        cfg = base_config({"blue": {"endpoints": [self.p1.addr, self.p2.addr], "lb": "round_robin",
+                                    "protocol": "h2c", "health_check": check}}, route(), workers=2)
+        return Veer(cfg)
+
+    def pods_seen(self, veer, n=10):
+        return [(st, h.get("x-pod")) for st, h, _ in (veer.request("GET", "/status/200") for _ in range(n))]
+
+    def test_h2c_get_probe_over_http2(self):
+        # an HTTP/1.1 probe of these pods could never pass: the connection closes unanswered
+        with self.assertRaises((http.client.HTTPException, ConnectionError)):
+            self.p1.request("GET", "/health", timeout=3)
+        veer = self.start()
+        wait_until(lambda: all(endpoint(veer, p.addr)["health"]["state"] == "healthy" for p in (self.p1, self.p2)),
+                   3 * SLOW, what="both healthy over HTTP/2")
+        self.assertEqual(set(self.pods_seen(veer)), {(200, "blue-1"), (200, "blue-2")})
+        self.p1.fault(health_fail=True)
+        wait_until(lambda: endpoint(veer, self.p1.addr)["health"]["state"] == "unhealthy", 2 * SLOW,
+                   interval=0.02, what="p1 unhealthy")
+        self.assertEqual(endpoint(veer, self.p1.addr)["health"]["last_status"], 503)
+        self.assertEqual(set(self.pods_seen(veer)), {(200, "blue-2")})
+        wait_until(lambda: any("status 503" in d for d in health_details(veer, self.p1.addr, "unhealthy")),
+                   SLOW, what="log line naming status 503")
+
+    def test_grpc_serving_not_serving(self):
+        veer = self.start(path=None, grpc_service="")
+        wait_until(lambda: all(endpoint(veer, p.addr)["health"]["state"] == "healthy" for p in (self.p1, self.p2)),
+                   3 * SLOW, what="both SERVING")
+        self.assertEqual({p for _, p in self.pods_seen(veer)}, {"blue-1", "blue-2"})
+        self.p1.fault(health_fail=True)  # the pod now answers NOT_SERVING
+        t0 = time.time()
+        wait_until(lambda: endpoint(veer, self.p1.addr)["routable"] is False, 2 * SLOW, interval=0.02,
+                   what="p1 unroutable")
+        # unhealthy_threshold (2) x interval (200 ms) + jitter, the probe's time and the owner tick
+        self.assertLess(time.time() - t0, 0.2 * 2 + 0.3 + 0.5 * (SLOW - 1))
+        self.assertEqual(set(self.pods_seen(veer)), {(200, "blue-2")})
+        wait_until(lambda: health_details(veer, self.p1.addr, "unhealthy"), SLOW, what="health log line")
+        self.assertIn("NOT_SERVING", health_details(veer, self.p1.addr, "unhealthy")[0])
+        self.p1.fault(health_fail=False)
+        t0 = time.time()
+        wait_until(lambda: endpoint(veer, self.p1.addr)["routable"], 2 * SLOW, interval=0.02, what="p1 back")
+        self.assertGreater(time.time() - t0, 0.15)  # healthy_threshold 2: not on the first pass
+        self.assertEqual({p for _, p in self.pods_seen(veer)}, {"blue-1", "blue-2"})
+        self.assertEqual(self.p1.stats().get("errors_injected", 0), 0)
+
+    def test_grpc_failures_name_their_reason(self):
+        # p1: a gRPC server without the health service (UNIMPLEMENTED, trailers-only);
+        # p2: the health service, but it does not know the service asked for (NOT_FOUND)
+        self.p1.fault(grpc_error_rate=1.0, grpc_error_code=12)
+        veer = self.start(path=None, grpc_service="akidb.v1.Embed", interval="150ms", timeout="100ms")
+        wait_until(lambda: health_details(veer, self.p1.addr, "unhealthy"), 3 * SLOW, what="p1 unhealthy")
+        self.assertIn("grpc-status 12", health_details(veer, self.p1.addr, "unhealthy")[0])
+        self.assertEqual(endpoint(veer, self.p2.addr)["health"]["state"], "healthy")  # it knows akidb.v1.Embed
+        self.p1.fault(grpc_error_rate=0.0)
+        wait_until(lambda: endpoint(veer, self.p1.addr)["health"]["state"] == "healthy", 3 * SLOW,
+                   what="p1 healthy once the service answers")
+        veer.stop()
+        veer = self.start(path=None, grpc_service="no.such.Service", interval="150ms", timeout="100ms")
+        wait_until(lambda: health_details(veer, self.p2.addr, "unhealthy"), 3 * SLOW, what="p2 unhealthy")
+        self.assertIn("grpc-status 5", health_details(veer, self.p2.addr, "unhealthy")[0])
+
+    def test_tls_h2_cluster_grpc_check(self):
+        """protocol h2: TLS with ALPN h2 (HAProxy terminating, h2c to the pod), gRPC Check through it."""
+        if shutil.which("haproxy") is None or shutil.which("openssl") is None:
+            self.skipTest("haproxy and openssl are needed")
+        import test_tls
+        os.makedirs(test_tls.PKI, exist_ok=True)
+        test_tls.make_ca("hc2-ca")
+        test_tls.make_cert("hc2-server", "hc2-ca", 0x7008, "serverAuth")
+        port = harness.free_port()
+        addr = "127.0.0.1:%d" % port
+        path = os.path.join(harness.TMP, "haproxy-h2-%d.cfg" % port)
+        with open(path, "w") as f:
+            f.write("global\n  maxconn 64\n"
+                    "defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n"
+                    "frontend fe\n  bind %s ssl crt %s alpn h2\n  default_backend be\n"
+                    "backend be\n  server pod %s proto h2\n" % (addr, test_tls.p("hc2-server.both.pem"), self.p1.addr))
+        proc, _, err = harness.spawn(["haproxy", "-db", "-f", path], "haproxy-h2-%d" % port)
+        try:
+            wait_until(lambda: os.system("ss -tlnH '( sport = :%d )' | grep -q LISTEN" % port) == 0, 10 * SLOW,
+                       what="haproxy listening")
+            cfg = base_config({"blue": {"endpoints": [addr], "protocol": "h2",
+                                        "tls": {"ca": test_tls.p("hc2-ca.pem")},
+                                        "health_check": {k: v for k, v in dict(HC, grpc_service="").items()
+                                                         if k != "path"}}},
+                              route(), workers=1)
+            veer = Veer(cfg)
+            wait_until(lambda: endpoint(veer, addr)["health"]["state"] == "healthy", 3 * SLOW, what="healthy")
+            self.assertEqual(veer.request("GET", "/status/200")[0], 200)
+            self.p1.fault(health_fail=True)
+            wait_until(lambda: health_details(veer, addr, "unhealthy"), 3 * SLOW, what="unhealthy")
+            self.assertIn("NOT_SERVING", health_details(veer, addr, "unhealthy")[0])
+        finally:
+            harness.kill(proc)
 
 
 if __name__ == "__main__":

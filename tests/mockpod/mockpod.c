@@ -17,6 +17,11 @@
  *   --goaway-after N / goaway_after: GOAWAY after N streams of a connection
  *       (0: never); streams above its last-stream-id are refused
  *   --refuse-rate R / refuse_rate: streams reset with REFUSED_STREAM at once
+ *   --h2-only / h2_only: HTTP/1.1 requests (all but /fault and /stats) get
+ *       their connection closed unanswered, as by a gRPC-only server
+ * gRPC health (h2c): POST /grpc.health.v1.Health/Check answers SERVING, or
+ * NOT_SERVING while health_fail is set; NOT_FOUND (grpc-status 5) for a
+ * service other than "" and "akidb.v1.Embed"; grpc_error_rate applies.
  * /stats adds h2_* counters, with the peak number of streams open at once
  * (h2_peak_streams, all connections; h2_peak_streams_per_connection).
  *
@@ -130,6 +135,7 @@ typedef struct mock_fault {
     double error_rate, reset_rate, hang_rate;
     uint64_t latency_us, latency_p99_us;
     int health_fail;
+    int h2_only; /* refuse HTTP/1.1 but for the control routes */
     /* HTTP/2 and gRPC */
     double grpc_error_rate, refuse_rate;
     uint64_t grpc_error_code, max_concurrent_streams, goaway_after;
@@ -169,6 +175,7 @@ static void handle_sink(mock_exchange_t *ex);
 static void handle_status(mock_exchange_t *ex);
 static void handle_slow(mock_exchange_t *ex);
 static void handle_grpc_embed(mock_exchange_t *ex);
+static void handle_grpc_health(mock_exchange_t *ex);
 static void handle_not_found(mock_exchange_t *ex);
 
 static const mock_route_t mock_routes[] = {
@@ -184,6 +191,7 @@ static const mock_route_t mock_routes[] = {
     {"/status/", M_ANY, ROUTE_PREFIX, BODY_DISCARD, handle_status},
     {"/slow", M_ANY, 0, BODY_DISCARD, handle_slow},
     {"/akidb.v1.Embed/Embed", M_POST, 0, BODY_BUFFER, handle_grpc_embed},
+    {"/grpc.health.v1.Health/Check", M_POST, ROUTE_NO_FAULT, BODY_BUFFER, handle_grpc_health},
 };
 #define MOCK_ROUTE_COUNT (sizeof(mock_routes) / sizeof(mock_routes[0]))
 static const mock_route_t mock_route_not_found = {"other", M_ANY, 0, BODY_DISCARD, handle_not_found};
@@ -435,12 +443,15 @@ static const char *fault_update_json(mock_fault_t *f, const cJSON *doc, char *er
             dur = &next.latency_us;
         else if (strcmp(key, "latency_p99") == 0)
             dur = &next.latency_p99_us;
-        else if (strcmp(key, "health_fail") == 0) {
+        else if (strcmp(key, "health_fail") == 0 || strcmp(key, "h2_only") == 0) {
             if (!cJSON_IsBool(item)) {
                 snprintf(err, errlen, "%s: must be true or false", key);
                 return key;
             }
-            next.health_fail = cJSON_IsTrue(item);
+            if (strcmp(key, "health_fail") == 0)
+                next.health_fail = cJSON_IsTrue(item);
+            else
+                next.h2_only = cJSON_IsTrue(item);
             continue;
         } else if (strcmp(key, "grpc_error_code") == 0 || strcmp(key, "max_concurrent_streams") == 0 ||
                    strcmp(key, "goaway_after") == 0) {
@@ -489,6 +500,7 @@ static cJSON *fault_to_json(const mock_fault_t *f)
     cJSON_AddNumberToObject(o, "reset_rate", f->reset_rate);
     cJSON_AddNumberToObject(o, "hang_rate", f->hang_rate);
     cJSON_AddBoolToObject(o, "health_fail", f->health_fail);
+    cJSON_AddBoolToObject(o, "h2_only", f->h2_only);
     cJSON_AddNumberToObject(o, "grpc_error_rate", f->grpc_error_rate);
     cJSON_AddNumberToObject(o, "grpc_error_code", (double)f->grpc_error_code);
     cJSON_AddNumberToObject(o, "refuse_rate", f->refuse_rate);
@@ -836,10 +848,16 @@ static void exchange_run(mock_exchange_t *ex)
 /* Called by the front when the request is complete. Faults are decided by one
  * uniform draw: [0, reset) resets, [reset, reset+hang) hangs,
  * [.., ..+error) answers 503; the rest are delayed, then handled. */
+static const mock_front_ops_t h1_ops;
+
 static void exchange_dispatch(mock_exchange_t *ex)
 {
     mock_server_t *srv = ex->server;
     ex->phase = EX_WAITING;
+    if (srv->fault.h2_only && ex->front == &h1_ops && !(ex->route->flags & ROUTE_CONTROL)) {
+        ex->front->reset(ex); /* as a gRPC-only server: no HTTP/1.1 answer at all */
+        return;
+    }
     if (ex->counted) {
         srv->stats.requests_total++;
         srv->stats.requests_by_route[ex->route_slot]++;
@@ -1209,6 +1227,52 @@ static void handle_grpc_embed(mock_exchange_t *ex)
     evbuffer_add(out, prefix, 5);
     evbuffer_add(out, text, n);
     cJSON_free(text);
+    exchange_add_trailer(ex, "grpc-status", "0");
+    exchange_respond(ex, 200, "application/grpc", out);
+    evbuffer_free(out);
+}
+
+/* grpc.health.v1.Health/Check: the request's field 1 (service) picks what is
+ * checked; the answer is one HealthCheckResponse{status} message. */
+static void handle_grpc_health(mock_exchange_t *ex)
+{
+    mock_server_t *srv = ex->server;
+    if (srv->fault.grpc_error_rate > 0 && rng_double(srv) < srv->fault.grpc_error_rate) {
+        srv->stats.grpc_errors_injected++;
+        grpc_respond_status(ex, (unsigned)srv->fault.grpc_error_code, "injected");
+        return;
+    }
+    size_t len = ex->body != NULL ? evbuffer_get_length(ex->body) : 0;
+    const unsigned char *msg = len > 0 ? evbuffer_pullup(ex->body, -1) : NULL;
+    if (len < 5 || msg[0] != 0 ||
+        ((uint64_t)msg[1] << 24 | (uint64_t)msg[2] << 16 | (uint64_t)msg[3] << 8 | msg[4]) != len - 5) {
+        grpc_respond_status(ex, 3, "expected one length-prefixed message");
+        return;
+    }
+    /* Only field 1 (tag 0x0a) with a one-byte length is sent by checkers for
+     * the names this pod knows; anything else is an unknown service. */
+    const unsigned char *service = msg + 5;
+    size_t service_len = 0;
+    if (len > 5) {
+        if (len < 7 || msg[5] != 0x0a || msg[6] > 127 || (size_t)msg[6] != len - 7) {
+            grpc_respond_status(ex, 5, "unknown service");
+            return;
+        }
+        service = msg + 7;
+        service_len = msg[6];
+    }
+    if (service_len != 0 && !(service_len == 14 && memcmp(service, "akidb.v1.Embed", 14) == 0)) {
+        grpc_respond_status(ex, 5, "unknown service");
+        return;
+    }
+    struct evbuffer *out = evbuffer_new();
+    if (out == NULL) {
+        grpc_respond_status(ex, 13, "out of memory");
+        return;
+    }
+    /* HealthCheckResponse{status: 1 SERVING / 2 NOT_SERVING} */
+    unsigned char reply[7] = {0, 0, 0, 0, 2, 0x08, srv->fault.health_fail ? 2 : 1};
+    evbuffer_add(out, reply, sizeof(reply));
     exchange_add_trailer(ex, "grpc-status", "0");
     exchange_respond(ex, 200, "application/grpc", out);
     evbuffer_free(out);
@@ -2112,6 +2176,7 @@ static void usage(FILE *out)
             "                    [--latency-p99 D] [--reset-rate R] [--hang-rate R] [--seed N]\n"
             "                    [--ready-file PATH] [--grpc-error-rate R] [--grpc-error-code N]\n"
             "                    [--max-concurrent-streams N] [--goaway-after N] [--refuse-rate R]\n"
+            "                    [--h2-only]\n"
             "  R is a probability in [0,1]; D is a duration (40ms, 250us, 1.5s; a bare number is ms).\n"
             "  PORT 0 picks a free port; the chosen one is printed as \"listening HOST:PORT\".\n");
 }
@@ -2126,7 +2191,7 @@ static int options_parse(int argc, char **argv, mock_options_t *opt)
         {"ready-file", required_argument, NULL, 'f'},  {"help", no_argument, NULL, 'h'},
         {"grpc-error-rate", required_argument, NULL, 'g'}, {"grpc-error-code", required_argument, NULL, 'G'},
         {"max-concurrent-streams", required_argument, NULL, 'm'}, {"goaway-after", required_argument, NULL, 'w'},
-        {"refuse-rate", required_argument, NULL, 'R'},
+        {"refuse-rate", required_argument, NULL, 'R'}, {"h2-only", no_argument, NULL, '2'},
         {NULL, 0, NULL, 0},
     };
     memset(opt, 0, sizeof(*opt));
@@ -2146,6 +2211,7 @@ static int options_parse(int argc, char **argv, mock_options_t *opt)
         case 'P': bad = duration_parse(optarg, &opt->fault.latency_p99_us); break;
         case 'g': bad = rate_parse(optarg, &opt->fault.grpc_error_rate); break;
         case 'R': bad = rate_parse(optarg, &opt->fault.refuse_rate); break;
+        case '2': opt->fault.h2_only = 1; break;
         case 'G': bad = parse_u64(optarg, strlen(optarg), 16, &opt->fault.grpc_error_code); break;
         case 'm':
             bad = parse_u64(optarg, strlen(optarg), 1000000000, &opt->fault.max_concurrent_streams) ||

@@ -438,6 +438,33 @@ static void test_minimal_defaults(void)
 }
 
 /* Defaults of the optional blocks when they are given but empty-ish. */
+/* grpc_service: "" checks the whole server, a name one service; no path needed. */
+static void test_grpc_health_check(void)
+{
+    veer_config_errors_t errs = {0};
+    veer_config_t *cfg = parse_q("{" LISTENERS ",'clusters':{'g':{'endpoints':['127.0.0.1:50051'],'protocol':'h2c',"
+                                 "'health_check':{'grpc_service':''}},"
+                                 "'n':{'endpoints':['127.0.0.1:50052'],'protocol':'h2c',"
+                                 "'health_check':{'grpc_service':'akidb.v1.Embed','path':'/ignored'}},"
+                                 "'p':{'endpoints':['127.0.0.1:50053'],'protocol':'h2c',"
+                                 "'health_check':{'path':'/health','grpc_service':null}}},"
+                                 "'routes':[{'name':'r','split':[{'cluster':'g','weight':1}]}]}",
+                                 &errs);
+    CHECK(cfg != NULL);
+    if (cfg == NULL) {
+        print_errors(&errs);
+        veer_config_errors_clear(&errs);
+        return;
+    }
+    const veer_health_check_config_t *g = cfg->clusters[0].health_check, *n = cfg->clusters[1].health_check,
+                                     *p = cfg->clusters[2].health_check;
+    CHECK(g != NULL && g->grpc_service != NULL && g->grpc_service[0] == '\0' && g->path == NULL);
+    CHECK(g != NULL && g->expected_status_count == 1 && g->expected_statuses[0].lo == 200);
+    CHECK(n != NULL && n->grpc_service != NULL && strcmp(n->grpc_service, "akidb.v1.Embed") == 0);
+    CHECK(p != NULL && p->grpc_service == NULL && p->path != NULL && strcmp(p->path, "/health") == 0);
+    veer_config_free(cfg);
+}
+
 static void test_block_defaults(void)
 {
     veer_config_errors_t errs = {0};
@@ -633,6 +660,15 @@ static void test_wrong_types(void)
     EXPECT_ERROR(WITH_CLUSTER("'health_check':{'path':'/h','healthy_threshold':0}"),
                  "clusters.local.health_check.healthy_threshold: expected a positive integer");
     EXPECT_ERROR(WITH_CLUSTER("'health_check':'/h'"), "clusters.local.health_check: expected an object or null");
+    EXPECT_ERROR(WITH_CLUSTER("'health_check':{'grpc_service':''}"),
+                 "clusters.local.health_check.grpc_service: needs an HTTP/2 cluster (protocol \"h2c\" or \"h2\"), "
+                 "got protocol \"http1\"");
+    EXPECT_ERROR(WITH_CLUSTER("'protocol':'h2c','health_check':{'grpc_service':1}"),
+                 "clusters.local.health_check.grpc_service: expected a string or null, got 1");
+    EXPECT_ERROR(WITH_CLUSTER("'protocol':'h2c','health_check':{'grpc_service':'s','expected_statuses':[200]}"),
+                 "clusters.local.health_check.expected_statuses: not used with grpc_service");
+    EXPECT_ERROR(WITH_CLUSTER("'protocol':'h2c','health_check':{'grpc_service':null}"),
+                 "clusters.local.health_check.path: required key is missing");
     EXPECT_ERROR(WITH_CLUSTER("'outlier_detection':{'max_ejection_percent':101}"),
                  "clusters.local.outlier_detection.max_ejection_percent: must be between 0 and 100, got 101");
     EXPECT_ERROR(WITH_CLUSTER("'outlier_detection':{'success_rate_stdev_factor':0}"),
@@ -1605,7 +1641,7 @@ static void test_peers_leader(void)
 int main(void)
 {
     static void (*const tests[])(void) = {
-        test_spec_example, test_minimal_defaults, test_block_defaults, test_unknown_keys, test_wrong_types,
+        test_spec_example, test_minimal_defaults, test_block_defaults, test_grpc_health_check, test_unknown_keys, test_wrong_types,
         test_route_errors, test_canary_errors, test_address_errors, test_good_endpoints, test_multiple_errors,
         test_syntax_errors, test_durations, test_sockaddr, test_load, test_out_of_memory,
         test_canary_new_keys, test_canary_new_key_errors, test_canary_overrides,
