@@ -105,14 +105,21 @@ class HealthTest(unittest.TestCase):
         self.assertLess(time.time() - t0, 1.0 * SLOW)  # the next passing check, not the 60 s ejection
 
 
+def tls_pki(ca, server, serial):
+    """test_tls's PKI helpers and HAProxy front, with a CA and a server
+    certificate made; skips the test without haproxy or openssl."""
+    if shutil.which("haproxy") is None or shutil.which("openssl") is None:
+        raise unittest.SkipTest("haproxy and openssl are needed")
+    import test_tls
+    os.makedirs(test_tls.PKI, exist_ok=True)
+    test_tls.make_ca(ca)
+    test_tls.make_cert(server, ca, serial, "serverAuth")
+    return test_tls
+
+
 class TlsHealthTest(unittest.TestCase):
     def test_tls_cluster_probed_over_tls(self):
-        if shutil.which("haproxy") is None or shutil.which("openssl") is None:
-            self.skipTest("haproxy and openssl are needed")
-        import test_tls  # its PKI helpers and HAProxy front
-        os.makedirs(test_tls.PKI, exist_ok=True)
-        test_tls.make_ca("hc-ca")
-        test_tls.make_cert("hc-server", "hc-ca", 0x7007, "serverAuth")
+        test_tls = tls_pki("hc-ca", "hc-server", 0x7007)
         pod = MockPod("blue-1")
         hp = test_tls.HAProxy(pod.addr, cert="hc-server")
         try:
@@ -216,12 +223,7 @@ class H2HealthTest(unittest.TestCase):
 
     def test_tls_h2_cluster_grpc_check(self):
         """protocol h2: TLS with ALPN h2 (HAProxy terminating, h2c to the pod), gRPC Check through it."""
-        if shutil.which("haproxy") is None or shutil.which("openssl") is None:
-            self.skipTest("haproxy and openssl are needed")
-        import test_tls
-        os.makedirs(test_tls.PKI, exist_ok=True)
-        test_tls.make_ca("hc2-ca")
-        test_tls.make_cert("hc2-server", "hc2-ca", 0x7008, "serverAuth")
+        test_tls = tls_pki("hc2-ca", "hc2-server", 0x7008)
         port = harness.free_port()
         addr = "127.0.0.1:%d" % port
         path = os.path.join(harness.TMP, "haproxy-h2-%d.cfg" % port)
