@@ -227,13 +227,13 @@ static void write_workers(veer_prom_buf_t *b, const veer_metrics_source_t *src)
                sizeof up / sizeof up[0]);
     veer_prom_family(b, "veer_mirror_requests_total", "counter", "Canary mirror copies sent.");
     veer_prom_sample_u64(b, "veer_mirror_requests_total", NULL, 0, SUM(mirror_requests));
-    veer_prom_family(b, "veer_mirror_failed_total", "counter", "Canary mirror copies that failed (5xx, reset, timeout).");
+    veer_prom_family(b, "veer_mirror_failed_total", "counter", "Canary mirror copies that failed (5xx, reset, timeout, gRPC status).");
     veer_prom_sample_u64(b, "veer_mirror_failed_total", NULL, 0, SUM(mirror_failed));
     counter_row_t mirror[] = {
         {"in_flight_cap", SUM(mirror_dropped_cap)},
         {"body_too_large", SUM(mirror_dropped_body_too_large)},
         {"incomplete", SUM(mirror_dropped_incomplete)},
-        {"protocol", SUM(mirror_dropped_protocol)},
+        {"too_many_headers", SUM(mirror_dropped_too_many_headers)},
         {"no_endpoint", SUM(mirror_dropped_no_endpoint)},
     };
     write_rows(b, "veer_mirror_dropped_total", "counter", "Requests not mirrored to the canary, by reason.", "reason",

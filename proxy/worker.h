@@ -52,7 +52,7 @@ typedef struct veer_worker_stats_s {
     atomic_uint_fast64_t upstream_pending_overflow, upstream_h2_resends;
     /* canary mirrors (mirror.c): copies sent, copies that failed, copies not sent and why */
     atomic_uint_fast64_t mirror_requests, mirror_failed, mirror_dropped_cap, mirror_dropped_body_too_large,
-        mirror_dropped_incomplete, mirror_dropped_protocol, mirror_dropped_no_endpoint;
+        mirror_dropped_incomplete, mirror_dropped_too_many_headers, mirror_dropped_no_endpoint;
 } veer_worker_stats_t;
 
 typedef struct veer_worker_s {

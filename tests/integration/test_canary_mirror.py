@@ -6,7 +6,9 @@ mirror and progresses, one answering 503 or hanging is rolled back from the
 mirror, without users seeing an error or a slower response. A body is copied
 once it is complete, with its Content-Length (chunked or not), up to 1 MiB;
 larger ones are counted in veer_mirror_dropped_total{reason="body_too_large"}
-and with mirroring off nothing of a body is kept."""
+and with mirroring off nothing of a body is kept. Copies speak the canary
+cluster's protocol: gRPC calls over h2c (a failing grpc-status counts as the
+copy's failure) and HTTP/1.1 or HTTP/2 behind TLS."""
 
 import http.client
 import json
@@ -434,6 +436,194 @@ class MirrorBodyTest(unittest.TestCase):
         time.sleep(0.2)
         self.assertEqual(cap.bodies, [])
         self.assertEqual(metric(v, "veer_mirror_requests_total"), 0)
+
+
+class MirrorH2Test(unittest.TestCase):
+    """The gRPC embedding service over h2c: its canary's copies go over
+    HTTP/2 too (one h2c connection per copy), gRPC failures by the route's
+    failure_grpc_status included."""
+
+    def setUp(self):
+        import test_grpc
+        if test_grpc.h2 is None:
+            raise AssertionError("python3-h2 is missing (apt-get install -y python3-h2)")
+        self.g = test_grpc
+        self.blue, self.canary = harness.pods_for_test(self, "blue-g", "canary-g")
+        clusters = {"blue": {"endpoints": [self.blue.addr], "protocol": "h2c"},
+                    "canary": {"endpoints": [self.canary.addr], "protocol": "h2c"}}
+        routes = [{"name": "grpc", "match": {"path_prefix": "/akidb.v1.Embed/"}, "timeout": "400ms",
+                   "split": [{"cluster": "blue", "weight": 100}, {"cluster": "canary", "weight": 0}]}]
+        self.v = Veer(base_config(clusters, routes))
+        self.addCleanup(self.v.stop)
+        self.calls = []
+        self.in_mirror = 0
+
+    def batch(self, n=5, headers=None):
+        frames = [self.g.grpc_frame(b"embed me %d" % i) for i in range(n)]
+        calls = self.g.h2_calls(self.v.port, [(self.g.EMBED, headers or self.g.GRPC_HEADERS, f) for f in frames])
+        self.calls.extend(zip(frames, calls))
+
+    def drive_until(self, pred, timeout, what):
+        deadline = time.monotonic() + timeout * SLOW
+        while time.monotonic() < deadline:
+            self.batch()
+            time.sleep(0.01)
+            st, run = self.v.admin("GET", "/v1/routes/grpc/canary")
+            self.assertEqual(st, 200, run)
+            if run["stage"] == "mirror":
+                self.in_mirror = len(self.calls)
+            if pred(run):
+                return run
+        self.fail("%s never happened; last run: %s" % (what, self.v.admin("GET", "/v1/routes/grpc/canary")[1]))
+
+    def start_run(self, **over):
+        st, js = self.v.admin("POST", "/v1/routes/grpc/canary", policy(**over))
+        self.assertEqual(st, 200, js)
+        self.assertEqual(js["stage"], "mirror", js)
+
+    def assert_users_got_stable_answers(self, calls):
+        self.assertTrue(calls)
+        for frame, c in calls:
+            self.assertIsNone(c.reset)
+            self.assertEqual((c.headers.get(":status"), c.headers.get("x-pod"), c.status()), ("200", "blue-g", 0))
+            direct = self.g.h2_call(self.blue.port, self.g.EMBED, body=frame)
+            self.assertEqual(c.data, direct.data)
+
+    def test_grpc_calls_are_copied_over_h2c_and_pass_the_mirror(self):
+        self.start_run()
+        run = self.drive_until(lambda r: r["stage"] != "mirror", 10, "leaving the mirror")
+        self.assertEqual(run["phase"], "progressing", run)
+        kinds = [e["kind"] for e in run["events"]]
+        self.assertEqual(kinds[:4], ["started", "iteration", "iteration", "live"], kinds)
+        self.assertGreater(run["events"][3]["analysis"]["canary"]["requests"], 0, run["events"][3])
+        self.assert_users_got_stable_answers(self.calls[:self.in_mirror][:10])
+        self.assertEqual({c.headers.get("x-pod") for _, c in self.calls[:self.in_mirror]}, {"blue-g"})
+        sent = metric(self.v, "veer_mirror_requests_total")
+        self.assertGreaterEqual(sent, self.in_mirror / 2)
+        live = sum(1 for _, c in self.calls if c.headers.get("x-pod") == "canary-g")
+        # the copies reached the canary pod as gRPC calls over HTTP/2, bodies whole
+        wait_until(lambda: self.canary.stats()["requests_by_path"]["/akidb.v1.Embed/Embed"] == sent + live,
+                   5 * SLOW, what="%d copies and %d live calls" % (sent, live))
+        st = self.canary.stats()
+        self.assertGreaterEqual(st["h2_connections_total"], sent)  # one connection per copy
+        self.assertEqual(st["grpc_errors_injected"], 0)
+        self.assertEqual(metric(self.v, "veer_mirror_failed_total"), 0)
+        self.assertIsNone(metric(self.v, "veer_mirror_dropped_total", '{reason="protocol"}'))
+        for reason in ("incomplete", "body_too_large", "too_many_headers", "no_endpoint"):
+            self.assertEqual(metric(self.v, "veer_mirror_dropped_total", '{reason="%s"}' % reason), 0, reason)
+        self.v.admin("POST", "/v1/routes/grpc/canary/abort")
+
+    def test_failing_grpc_canary_is_rolled_back_and_users_never_see_it(self):
+        self.canary.fault(grpc_error_rate=1.0)  # HTTP 200 with grpc-status 13: a failure by failure_grpc_status
+        self.start_run()
+        run = self.drive_until(lambda r: r["phase"] != "progressing" or r["stage"] != "mirror", 10,
+                               "the end of the mirror")
+        self.assertEqual(run["phase"], "rolled_back", run)
+        self.assertNotIn("live", [e["kind"] for e in run["events"]])
+        self.assertEqual(self.v.weights("grpc"), {"blue": 100, "canary": 0})
+        self.assertGreater(self.canary.stats()["grpc_errors_injected"], 0)
+        self.assertGreater(metric(self.v, "veer_mirror_failed_total"), 0)
+        self.assertEqual({(c.reset, c.headers.get("x-pod"), c.status()) for _, c in self.calls},
+                         {(None, "blue-g", 0)})
+
+    def test_a_call_with_more_headers_than_a_copy_takes_is_dropped_and_counted(self):
+        self.start_run(mirror_iterations=1000, interval="5s")
+        many = self.g.GRPC_HEADERS + [("x-h%d" % i, "v") for i in range(40)]
+        self.batch(n=1, headers=many)
+        self.batch(n=1)
+        self.assertEqual({(c.headers.get("x-pod"), c.status()) for _, c in self.calls}, {("blue-g", 0)})
+        self.assertEqual(metric(self.v, "veer_mirror_dropped_total", '{reason="too_many_headers"}'), 1)
+        wait_until(lambda: self.canary.stats()["requests_total"] == 1, 3 * SLOW, what="the other copy")
+        self.assertEqual(metric(self.v, "veer_mirror_requests_total"), 1)
+        self.v.admin("POST", "/v1/routes/grpc/canary/abort")
+
+    def test_grpc_calls_are_copied_to_an_h2_canary_behind_tls(self):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from test_health import tls_pki
+        test_tls = tls_pki("mirror-ca", "mirror-server", 0x7107)
+        port = harness.free_port()
+        cfg = os.path.join(harness.TMP, "haproxy-h2-%d.cfg" % port)
+        with open(cfg, "w") as f:  # TLS with ALPN h2 in front of the pod's h2c
+            f.write("global\n  maxconn 256\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n"
+                    "  timeout server 30s\nfrontend fe\n  bind 127.0.0.1:%d ssl crt %s alpn h2\n"
+                    "  default_backend be\nbackend be\n  server pod %s proto h2\n"
+                    % (port, test_tls.p("mirror-server.both.pem"), self.canary.addr))
+        proc, _, err = harness.spawn(["haproxy", "-db", "-f", cfg], "haproxy-h2-%d" % port)
+        self.addCleanup(harness.kill, proc)
+
+        def listening():
+            if proc.poll() is not None:
+                raise AssertionError("haproxy exited: %s" % harness.tail(err))
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(listening, 10 * SLOW, what="haproxy")
+        self.v.stop()
+        clusters = {"blue": {"endpoints": [self.blue.addr], "protocol": "h2c"},
+                    "canary": {"endpoints": ["127.0.0.1:%d" % port], "protocol": "h2",
+                               "tls": {"ca": test_tls.p("mirror-ca.pem")}}}
+        routes = [{"name": "grpc", "match": {"path_prefix": "/akidb.v1.Embed/"}, "timeout": "2s",
+                   "split": [{"cluster": "blue", "weight": 100}, {"cluster": "canary", "weight": 0}]}]
+        self.v = Veer(base_config(clusters, routes))
+        self.addCleanup(self.v.stop)
+        self.start_run(mirror_iterations=1000, interval="5s")
+        self.batch(n=5)
+        self.assert_users_got_stable_answers(self.calls)
+        wait_until(lambda: metric(self.v, "veer_mirror_requests_total") == 5, 3 * SLOW, what="the copies sent")
+        wait_until(lambda: self.canary.stats()["requests_by_path"]["/akidb.v1.Embed/Embed"] == 5, 5 * SLOW,
+                   what="the copies through TLS")
+        time.sleep(0.3)  # the copies' answers are back by now: a failure would have been counted
+        self.assertEqual(metric(self.v, "veer_mirror_failed_total"), 0)
+        self.v.admin("POST", "/v1/routes/grpc/canary/abort")
+
+
+class MirrorTlsTest(unittest.TestCase):
+    """A canary cluster behind TLS (HTTP/1.1): copies go over TLS with the
+    cluster's CA, like its user traffic."""
+
+    def test_tls_canary_receives_copies_and_passes_the_mirror(self):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from test_health import tls_pki
+        test_tls = tls_pki("mirror-ca", "mirror-server", 0x7107)
+        blue, canary = harness.pods_for_test(self, "blue-t", "canary-t")
+        hp = test_tls.HAProxy(canary.addr, cert="mirror-server")
+        self.addCleanup(harness.kill, hp.proc)
+        clusters = {"blue": [blue.addr], "canary": {"endpoints": [hp.addr], "tls": {"ca": test_tls.p("mirror-ca.pem")}}}
+        routes = [{"name": "web", "match": {"path_prefix": "/"}, "timeout": "400ms",
+                   "split": [{"cluster": "blue", "weight": 100}, {"cluster": "canary", "weight": 0}]}]
+        v = Veer(base_config(clusters, routes))
+        self.addCleanup(v.stop)
+        st, js = v.admin("POST", "/v1/routes/web/canary", policy())
+        self.assertEqual((st, js.get("stage")), (200, "mirror"), js)
+        conn = http.client.HTTPConnection("127.0.0.1", v.port, timeout=10)
+        self.addCleanup(conn.close)
+        results, in_mirror = [], 0
+        deadline = time.monotonic() + 10 * SLOW
+        while True:
+            self.assertLess(time.monotonic(), deadline, "the TLS canary never left the mirror")
+            for _ in range(5):
+                st, hd, _ = do_request(conn, "POST", "/api/v1/embed", EMBED)
+                results.append((st, hd.get("x-pod")))
+            run = v.admin("GET", "/v1/routes/web/canary")[1]
+            if run["stage"] == "mirror":
+                in_mirror = len(results)
+            else:
+                break
+        self.assertEqual(run["phase"], "progressing", run)
+        self.assertGreater(in_mirror, 0)
+        self.assertEqual(set(results[:in_mirror]), {(200, "blue-t")})
+        sent = metric(v, "veer_mirror_requests_total")
+        self.assertGreaterEqual(sent, in_mirror / 2)
+        live = sum(1 for _, pod in results if pod == "canary-t")
+        # through HAProxy's TLS: a plain-text copy would have been answered 400 by it and never reached the pod
+        wait_until(lambda: canary.stats()["requests_by_path"]["/api/v1/embed"] == sent + live, 5 * SLOW,
+                   what="the copies")
+        self.assertEqual(canary.stats()["bytes_received"], (sent + live) * len(EMBED_BYTES))
+        self.assertEqual(metric(v, "veer_mirror_failed_total"), 0)
+        self.assertIsNone(metric(v, "veer_mirror_dropped_total", '{reason="protocol"}'))
+        v.admin("POST", "/v1/routes/web/canary/abort")
 
 
 if __name__ == "__main__":
