@@ -232,8 +232,12 @@ static int on_headers_complete(llhttp_t *p)
         req->content_length = (int64_t)p->content_length;
         req->has_body = p->content_length > 0;
     }
-    if (p->upgrade)
-        return fail(c, 400, "protocol upgrade is not supported");
+    /* Upgrade (h2c from `curl --http2`, a WebSocket): a server may ignore it
+     * (RFC 9110 7.8) and answer over HTTP/1.1, which the client then goes on
+     * with; the Upgrade header goes with the hop-by-hop ones. CONNECT asks
+     * for a tunnel, which a reverse proxy does not make. */
+    if (p->upgrade && p->method == HTTP_CONNECT)
+        return fail(c, 405, "CONNECT is not supported: veer is a reverse proxy");
     req->header_count = (uint32_t)veer_headers_strip_hop_by_hop(req->headers, req->header_count, NULL);
     c->keepalive = llhttp_should_keep_alive(p) && !c->draining;
     if (c->header_timer_on) {
@@ -337,12 +341,15 @@ static void h1_process(veer_h1conn_t *c)
             note_field_lf(c, v.iov_base, v.iov_len);
             c->value_at_seg_end = c->last_was_value && c->value_end == (const char *)v.iov_base + v.iov_len;
             evbuffer_drain(in, v.iov_len);
-        } else if (rc == HPE_PAUSED) {
+        } else if (rc == HPE_PAUSED || rc == HPE_PAUSED_UPGRADE) {
             size_t used = (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)v.iov_base);
             note_field_lf(c, v.iov_base, used);
             c->value_at_seg_end = c->last_was_value && c->value_end == (const char *)v.iov_base + used;
             evbuffer_drain(in, used);
-            llhttp_resume(&c->parser);
+            if (rc == HPE_PAUSED_UPGRADE) /* the upgrade was ignored: the next bytes are HTTP/1.1 again */
+                llhttp_resume_after_upgrade(&c->parser);
+            else
+                llhttp_resume(&c->parser);
         } else if (c->closing && c->resp_complete) {
             evbuffer_drain(in, evbuffer_get_length(in)); /* answered already; the rest is discarded */
         } else {

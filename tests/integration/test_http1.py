@@ -7,7 +7,9 @@ JSON bodies of local replies."""
 import json
 import os
 import re
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -269,6 +271,41 @@ class Http1Test(unittest.TestCase):
             self.assertNotIn("x-secret", json.dumps(conn).lower(), got)
         self.assertEqual(got.get("x-keep"), "yes", got)
         self.assertEqual(got.get("proxy-authorization"), "Basic Zm9vOmJhcg==", got)
+
+    def test_upgrade_is_ignored_and_the_connection_stays_http1(self):
+        # curl --http2 on http:// asks for h2c by Upgrade; a WebSocket client
+        # asks for websocket. veer answers over HTTP/1.1 (RFC 9110 7.8 lets a
+        # server ignore Upgrade), forwards none of it, and the connection
+        # goes on: a second request, a body, and a pipelined one after it.
+        h2c = [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
+               ("HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA")]
+        ws = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"),
+              ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]
+        with self.conn() as c:
+            c.send(req("GET", "/headers", h2c))
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r)
+            got = {k.lower(): v for k, v in json.loads(r.body).items()}
+            for name in ("upgrade", "http2-settings", "connection"):
+                self.assertNotIn(name, got, got)
+            c.send(req("POST", "/echo", ws + [("Content-Length", "5")], b"hello") + req("GET", "/status/204", h2c))
+            rs = c.read_responses(2)
+            self.assertEqual([(x.status, x.body) for x in rs], [(200, b"hello"), (204, b"")])
+            c.send(req("GET", "/status/200"))
+            self.assertEqual(c.read_response().status, 200)
+        # curl itself: the h2c upgrade offer is declined, the answer comes over HTTP/1.1
+        if shutil.which("curl"):
+            out = subprocess.run(["curl", "-s", "--http2", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+                                  "http://127.0.0.1:%d/status/200" % VEER.port],
+                                 capture_output=True, text=True, timeout=10)
+            self.assertEqual(out.stdout, "200 1.1", out)
+
+    def test_connect_is_refused(self):
+        with self.conn() as c:
+            c.send(b"CONNECT pod.example:443 HTTP/1.1\r\nHost: pod.example:443\r\n\r\n")
+            r = c.read_response()
+            self.assertIn(r.status, (400, 405), r)
+            self.assertTrue(c.is_closed(2.0))
 
     def test_forwarded_headers_and_request_id(self):
         got = self._received_headers([])
