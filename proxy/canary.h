@@ -73,7 +73,8 @@ typedef enum {
 #define VEER_CANARY_R_WORSE_P99      (1u << 4) /* P99 above p99_ratio_max times stable's */
 #define VEER_CANARY_R_HOLD           (1u << 5) /* below success_rate_min, not significantly: the window goes on */
 
-/* Intervals a held window may span before its plain success rate decides. */
+/* Intervals a held window may span; one that still shows no significant
+ * shortfall then passes. */
 #define VEER_CANARY_HOLD_MAX 10
 
 typedef enum {
@@ -256,8 +257,8 @@ const veer_canary_event_t *veer_canary_event_at(const veer_canary_run_t *run, si
 
 /* A window's verdict under policy (pure; the run calls it each tick).
  * intervals: how many intervals the window spans (1, or more after held or
- * inconclusive ones); a held window that reaches VEER_CANARY_HOLD_MAX is
- * judged on its plain success rate. veer_canary_analyse: one interval. */
+ * inconclusive ones); a held window that reaches VEER_CANARY_HOLD_MAX
+ * without a significant shortfall passes. veer_canary_analyse: one interval. */
 void veer_canary_analyse_window(const veer_canary_policy_t *policy, const veer_canary_window_t *canary,
                                 const veer_canary_window_t *stable, uint32_t intervals, uint64_t now_ms,
                                 veer_canary_analysis_t *out);
