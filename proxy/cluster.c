@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,7 @@ veer_endpoint_t *veer_endpoint_new(const struct sockaddr *sa, socklen_t len, con
         return NULL;
     }
     memset(ep->slots, 0, sizeof(veer_endpoint_slot_t) * (worker_count ? worker_count : 1));
+    ep->slot_count = worker_count ? worker_count : 1;
     ep->host = strdup(host ? host : "");
     if (ep->host == NULL) {
         free(ep->slots);
@@ -81,6 +83,8 @@ void veer_endpoint_unref(veer_endpoint_t *ep)
     if (ep == NULL || atomic_fetch_sub_explicit(&ep->refs, 1, memory_order_acq_rel) != 1)
         return;
     free(ep->host);
+    for (uint32_t w = 0; w < ep->slot_count; w++)
+        SSL_SESSION_free(ep->slots[w].tls_session); /* NULL-safe */
     free(ep->slots);
     veer_stats_endpoint_free(ep->stats);
     free(ep);

@@ -27,6 +27,10 @@ typedef struct veer_endpoint_slot_s {
     uint32_t idle_count;
     uint32_t active_requests;
     uint32_t connections;
+    /* This worker's last TLS session with the endpoint (tls.c), made under
+     * the cluster context of generation tls_session_gen; NULL: none. */
+    struct ssl_session_st *tls_session;
+    uint64_t tls_session_gen;
 } __attribute__((aligned(64))) veer_endpoint_slot_t;
 
 typedef struct veer_endpoint_s {
@@ -41,6 +45,7 @@ typedef struct veer_endpoint_s {
     char name[64];               /* "10.0.0.7:8080" or "[::1]:8080" */
     char *host;                  /* configured host (for Host/SNI), owned */
     veer_endpoint_slot_t *slots; /* [worker_count] */
+    uint32_t slot_count;
     struct veer_stats_endpoint_s *stats; /* request counts (stats.h); NULL: not recorded */
     /* Set by health checking / outlier detection, read by /metrics and the
      * status page; zero (healthy, not ejected) until those say otherwise. */

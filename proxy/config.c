@@ -1182,7 +1182,7 @@ static void parse_endpoints(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *a
 static veer_tls_cluster_config_t *parse_cluster_tls(parse_ctx_t *ctx, const cJSON *obj, const jpath_t *at,
                                                     bool required)
 {
-    static const char *const keys[] = {"ca", "sni", "cert", "key", "insecure_skip_verify", NULL};
+    static const char *const keys[] = {"ca", "sni", "cert", "key", "insecure_skip_verify", "session_reuse", NULL};
     const cJSON *tls = read_object(ctx, obj, at, "tls", F_NULLABLE, keys);
     jpath_t p = path_key(at, "tls");
     if (!tls && !required)
@@ -1195,6 +1195,7 @@ static veer_tls_cluster_config_t *parse_cluster_tls(parse_ctx_t *ctx, const cJSO
     out->cert = read_string(ctx, tls, &p, "cert", F_NULLABLE, NULL);
     out->key = read_string(ctx, tls, &p, "key", F_NULLABLE, NULL);
     out->insecure_skip_verify = read_bool(ctx, tls, &p, "insecure_skip_verify", false);
+    out->session_reuse = read_bool(ctx, tls, &p, "session_reuse", true);
     if (!out->cert != !out->key) {
         jpath_t kp = path_key(&p, out->cert ? "key" : "cert");
         add_error(ctx, &kp, "required when %s is set (a client certificate needs both cert and key)",

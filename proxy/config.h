@@ -128,6 +128,7 @@ typedef struct veer_tls_cluster_config_s {
     char *sni;         /* NULL: endpoint host */
     char *cert, *key;  /* client certificate for mTLS; both or neither */
     bool insecure_skip_verify;
+    bool session_reuse; /* resume the endpoint's last session (default true) */
 } veer_tls_cluster_config_t;
 
 /* An inclusive range of HTTP status codes ("200-399" or a single 503). */

@@ -758,7 +758,7 @@ static h2up_conn_t *conn_open(h2up_group_t *g, const veer_exchange_t *x)
         free(c);
         return NULL;
     }
-    if (g->tls != NULL && veer_tls_upstream_start(&c->sock, x->ws->snap, x->cluster, ep) < 0) {
+    if (g->tls != NULL && veer_tls_upstream_start_worker(&c->sock, x->ws->snap, x->cluster, ep, w->id) < 0) {
         veer_log_warn("upstream %s: cannot start TLS", ep->name);
         veer_sock_close(&c->sock, false);
         free(c);

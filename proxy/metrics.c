@@ -21,6 +21,7 @@
 #include "outlier.h"
 #include "resilience.h"
 #include "stats.h"
+#include "tls.h"
 
 #define LOAD(p) atomic_load_explicit((p), memory_order_relaxed)
 
@@ -189,6 +190,24 @@ static void write_downstream(veer_prom_buf_t *b, const veer_metrics_source_t *sr
     }
 }
 
+/* Completed upstream handshakes of every TLS cluster, full and resumed
+ * (tls.session_reuse). */
+static void write_tls_handshakes(veer_prom_buf_t *b, const veer_config_t *cfg)
+{
+    veer_prom_family(b, "veer_upstream_tls_handshakes_total", "counter",
+                     "Upstream TLS handshakes completed, by whether they resumed a session.");
+    for (size_t c = 0; c < cfg->cluster_count; c++) {
+        if (cfg->clusters[c].tls == NULL)
+            continue;
+        uint64_t full, resumed;
+        veer_tls_upstream_handshakes(cfg->clusters[c].name, &full, &resumed);
+        veer_prom_label_t lf[] = {{"cluster", cfg->clusters[c].name}, {"resumed", "false"}};
+        veer_prom_label_t lr[] = {{"cluster", cfg->clusters[c].name}, {"resumed", "true"}};
+        veer_prom_sample_u64(b, "veer_upstream_tls_handshakes_total", lf, 2, full);
+        veer_prom_sample_u64(b, "veer_upstream_tls_handshakes_total", lr, 2, resumed);
+    }
+}
+
 static const char *const TLS_REASONS[VEER_TLS_FAIL_KINDS] = {"protocol", "certificate", "closed", "timeout"};
 
 static void write_workers(veer_prom_buf_t *b, const veer_metrics_source_t *src)
@@ -322,6 +341,7 @@ int veer_metrics_prometheus(veer_metrics_source_t *src, veer_prom_buf_t *b)
     write_upstreams(b, snap, src->worker_count);
     write_resilience(b, cfg);
     write_downstream(b, src, cfg);
+    write_tls_handshakes(b, cfg);
     veer_snapshot_release(snap);
     write_workers(b, src);
     if (src->canary != NULL)

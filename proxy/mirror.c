@@ -226,7 +226,7 @@ static int start_h1(veer_mirror_t *m, const veer_exchange_t *x, struct evbuffer 
                           m) < 0)
         return 1;
     int64_t body_len = body != NULL ? (int64_t)evbuffer_get_length(body) : -1;
-    if (veer_tls_upstream_start(&m->sock, m->snap, m->cluster, m->ep) < 0 ||
+    if (veer_tls_upstream_start_worker(&m->sock, m->snap, m->cluster, m->ep, m->w->id) < 0 ||
         write_head(m->sock.out, &x->req, body_len) != 0 ||
         (body != NULL && evbuffer_add_buffer(m->sock.out, body) != 0))
         return -1;

@@ -9,10 +9,13 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cluster.h"
 #include "log.h"
@@ -38,6 +41,122 @@ static const alpn_list_t alpn_h2_h1 = {(const unsigned char *)"\x02h2\x08http/1.
 static const alpn_list_t alpn_h1_h2 = {(const unsigned char *)"\x08http/1.1\x02h2", 12};
 static const alpn_list_t alpn_h2 = {(const unsigned char *)"\x02h2", 3};
 static const alpn_list_t alpn_h1 = {(const unsigned char *)"\x08http/1.1", 9};
+
+/* Handshake counts of one cluster name, kept for the whole process so the
+ * counters survive reloads. At most VEER_TLS_COUNTED_CLUSTERS names are
+ * counted; later names are not (and a warning says so once). */
+#define VEER_TLS_COUNTED_CLUSTERS 4096
+
+typedef struct hs_counter_s {
+    char *name;
+    atomic_uint_fast64_t full, resumed;
+} hs_counter_t;
+
+static pthread_mutex_t counters_lock = PTHREAD_MUTEX_INITIALIZER;
+static hs_counter_t counters[VEER_TLS_COUNTED_CLUSTERS];
+static size_t counter_count; /* written under counters_lock, entries never move */
+
+/* What a cluster context carries for its connections (SSL_CTX ex_data, freed
+ * with the context): its generation, unique in the process, tells sessions
+ * made under it from sessions made under any other context. */
+typedef struct cluster_ctx_info_s {
+    uint64_t gen;
+    bool session_reuse;
+    hs_counter_t *counter; /* NULL: not counted */
+} cluster_ctx_info_t;
+
+static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
+static int ctx_info_idx = -1;  /* SSL_CTX -> cluster_ctx_info_t */
+static int ssl_slot_idx = -1;  /* SSL -> veer_endpoint_slot_t caching its session */
+static int ssl_counted_idx = -1; /* SSL -> non-NULL once its handshake was counted */
+static atomic_uint_fast64_t next_ctx_gen = 1;
+
+static void ctx_info_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    free(ptr);
+}
+
+static void ex_init(void)
+{
+    ctx_info_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ctx_info_free);
+    ssl_slot_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    ssl_counted_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+/* The counter of a cluster name, made on first use (main thread, when a
+ * config is loaded). */
+static hs_counter_t *counter_for(const char *name)
+{
+    hs_counter_t *found = NULL;
+    pthread_mutex_lock(&counters_lock);
+    for (size_t i = 0; i < counter_count && found == NULL; i++)
+        if (strcmp(counters[i].name, name) == 0)
+            found = &counters[i];
+    if (found == NULL && counter_count < VEER_TLS_COUNTED_CLUSTERS) {
+        char *copy = strdup(name);
+        if (copy != NULL) {
+            found = &counters[counter_count];
+            atomic_init(&found->full, 0);
+            atomic_init(&found->resumed, 0);
+            found->name = copy;
+            counter_count++;
+        }
+    } else if (found == NULL && counter_count == VEER_TLS_COUNTED_CLUSTERS) {
+        veer_log_warn("cluster %s: TLS handshakes not counted: %d cluster names already counted", name,
+                      VEER_TLS_COUNTED_CLUSTERS);
+        counter_count++; /* warn once: the table stays full */
+    }
+    pthread_mutex_unlock(&counters_lock);
+    return found;
+}
+
+void veer_tls_upstream_handshakes(const char *cluster, uint64_t *full, uint64_t *resumed)
+{
+    *full = *resumed = 0;
+    pthread_mutex_lock(&counters_lock);
+    size_t n = counter_count < VEER_TLS_COUNTED_CLUSTERS ? counter_count : VEER_TLS_COUNTED_CLUSTERS;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(counters[i].name, cluster) == 0) {
+            *full = atomic_load_explicit(&counters[i].full, memory_order_relaxed);
+            *resumed = atomic_load_explicit(&counters[i].resumed, memory_order_relaxed);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&counters_lock);
+}
+
+/* Counts each upstream handshake once, when it completes. */
+static void cluster_info_cb(const SSL *ssl, int where, int ret)
+{
+    (void)ret;
+    if (!(where & SSL_CB_HANDSHAKE_DONE) || SSL_get_ex_data(ssl, ssl_counted_idx) != NULL)
+        return;
+    SSL_set_ex_data((SSL *)ssl, ssl_counted_idx, (void *)1);
+    const cluster_ctx_info_t *info = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_info_idx);
+    if (info != NULL && info->counter != NULL)
+        atomic_fetch_add_explicit(SSL_session_reused(ssl) ? &info->counter->resumed : &info->counter->full, 1,
+                                  memory_order_relaxed);
+}
+
+/* A session the server gave us (TLS 1.2: the handshake's; TLS 1.3: one per
+ * ticket, after the handshake): it replaces the slot's, unless the slot
+ * already holds one from a newer context (this connection predates a
+ * reload). Returns 1 when the slot took the reference. Runs on the worker
+ * that owns the slot. */
+static int cluster_new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    veer_endpoint_slot_t *slot = SSL_get_ex_data(ssl, ssl_slot_idx);
+    const cluster_ctx_info_t *info = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_info_idx);
+    if (slot == NULL || info == NULL || !SSL_SESSION_is_resumable(sess))
+        return 0;
+    if (slot->tls_session != NULL && slot->tls_session_gen > info->gen)
+        return 0;
+    SSL_SESSION_free(slot->tls_session);
+    slot->tls_session = sess;
+    slot->tls_session_gen = info->gen;
+    return 1;
+}
 
 /* An accumulated error text: one line per problem. */
 typedef struct errbuf_s {
@@ -258,9 +377,28 @@ static SSL_CTX *cluster_ctx(errbuf_t *e, const veer_cluster_config_t *cc)
             ok = false;
         }
     }
+    cluster_ctx_info_t *info = ok ? calloc(1, sizeof(*info)) : NULL;
+    if (ok && (info == NULL || SSL_CTX_set_ex_data(ctx, ctx_info_idx, info) != 1)) {
+        add_error(e, "%s: out of memory", where);
+        free(info);
+        ok = false;
+    }
     if (!ok) {
         SSL_CTX_free(ctx);
         return NULL;
+    }
+    info->gen = atomic_fetch_add(&next_ctx_gen, 1);
+    info->session_reuse = tc->session_reuse;
+    info->counter = counter_for(cc->name);
+    SSL_CTX_set_info_callback(ctx, cluster_info_cb);
+    if (tc->session_reuse) {
+        /* Sessions go to the endpoint slots (new_session_cb), not to
+         * OpenSSL's cache, which a client never looks up. */
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(ctx, cluster_new_session_cb);
+    } else {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     }
     return ctx;
 }
@@ -268,6 +406,7 @@ static SSL_CTX *cluster_ctx(errbuf_t *e, const veer_cluster_config_t *cc)
 veer_tls_set_t *veer_tls_set_new(const veer_config_t *cfg, char *err, size_t errlen)
 {
     errbuf_t e = {.buf = err, .cap = errlen};
+    pthread_once(&ex_once, ex_init);
     if (errlen > 0)
         err[0] = '\0';
     veer_tls_set_t *set = calloc(1, sizeof(*set));
@@ -338,6 +477,48 @@ int veer_tls_upstream_start(veer_sock_t *s, const veer_snapshot_t *snap, int clu
     if (ctx == NULL)
         return 0;
     return veer_sock_tls_connect(s, ctx, veer_tls_cluster_server_name(snap, cluster, ep), NULL, 0);
+}
+
+/* Whether sess may be offered on ssl: made under the same context, still
+ * resumable and unexpired, and for the server name ssl sends (none for an
+ * IP literal). */
+static bool session_fits(const SSL *ssl, const SSL_SESSION *sess, uint64_t sess_gen, uint64_t gen)
+{
+    if (sess_gen != gen || !SSL_SESSION_is_resumable(sess))
+        return false;
+    long made = SSL_SESSION_get_time(sess), lifetime = SSL_SESSION_get_timeout(sess);
+    if ((long)time(NULL) - made >= lifetime)
+        return false;
+    const char *want = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name), *had = SSL_SESSION_get0_hostname(sess);
+    return want == NULL ? had == NULL : had != NULL && strcmp(want, had) == 0;
+}
+
+int veer_tls_upstream_start_worker(veer_sock_t *s, const veer_snapshot_t *snap, int cluster, veer_endpoint_t *ep,
+                                   uint32_t worker)
+{
+    SSL_CTX *ctx = veer_tls_cluster_ctx(snap, cluster);
+    if (ctx == NULL)
+        return 0;
+    if (veer_sock_tls_connect(s, ctx, veer_tls_cluster_server_name(snap, cluster, ep), NULL, 0) < 0)
+        return -1;
+    const cluster_ctx_info_t *info = SSL_CTX_get_ex_data(ctx, ctx_info_idx);
+    if (info == NULL || !info->session_reuse || worker >= ep->slot_count)
+        return 0;
+    veer_endpoint_slot_t *slot = &ep->slots[worker];
+    if (SSL_set_ex_data(s->ssl, ssl_slot_idx, slot) != 1) {
+        ERR_clear_error();
+        return 0; /* out of memory: this connection is not cached, nothing else changes */
+    }
+    if (slot->tls_session == NULL)
+        return 0;
+    if (!session_fits(s->ssl, slot->tls_session, slot->tls_session_gen, info->gen)) {
+        SSL_SESSION_free(slot->tls_session); /* another context's (a reload) or spent */
+        slot->tls_session = NULL;
+        return 0;
+    }
+    if (SSL_set_session(s->ssl, slot->tls_session) != 1)
+        ERR_clear_error(); /* a full handshake then */
+    return 0;
 }
 
 static const char *const kind_names[VEER_TLS_FAIL_KINDS] = {"protocol", "certificate", "closed", "timeout"};

@@ -60,6 +60,21 @@ const char *veer_tls_cluster_server_name(const struct veer_snapshot_s *snap, int
 int veer_tls_upstream_start(veer_sock_t *s, const struct veer_snapshot_s *snap, int cluster,
                             const struct veer_endpoint_s *ep);
 
+/* The same for a connection driven by worker `worker` (its event loop): when
+ * the cluster's tls.session_reuse is on, the handshake resumes the session
+ * last made with ep by that worker under the same context (so the same CA,
+ * SNI and client certificate: a reload builds new contexts and the old
+ * session is dropped), and the session the handshake yields (TLS 1.2 on
+ * completion, TLS 1.3 when a ticket arrives) replaces it in ep's slot of that
+ * worker. The slot is freed with the endpoint. */
+int veer_tls_upstream_start_worker(veer_sock_t *s, const struct veer_snapshot_s *snap, int cluster,
+                                   struct veer_endpoint_s *ep, uint32_t worker);
+
+/* Completed upstream handshakes of a cluster (by name) since start, full and
+ * resumed, over every config the cluster appeared in (health probes and
+ * mirror copies included). Zeros for a cluster never loaded with TLS. */
+void veer_tls_upstream_handshakes(const char *cluster, uint64_t *full, uint64_t *resumed);
+
 /* Per worker: bounds the handshake-failure log lines (a scanner must not
  * flood the log). */
 typedef struct veer_tls_log_limit_s {

@@ -328,7 +328,7 @@ veer_upconn_t *veer_upconn_get(veer_worker_t *w, veer_endpoint_t *ep, uint64_t c
     int rc = uc->body == NULL ? -1
                               : veer_sock_connect(&uc->sock, w->base, (struct sockaddr *)&ep->addr, ep->addrlen,
                                                   &uc_cbs, uc);
-    if (rc == 0 && veer_tls_upstream_start(&uc->sock, snap, cluster, ep) < 0) {
+    if (rc == 0 && veer_tls_upstream_start_worker(&uc->sock, snap, cluster, ep, w->id) < 0) {
         veer_sock_close(&uc->sock, false);
         errno = ENOMEM;
         rc = -1;

@@ -4,7 +4,7 @@ reload refused for a bad key, plain bytes to a TLS port, handshake timeouts
 and the rate-limited failure log; upstream TLS through HAProxy terminating
 TLS in front of the mock pod (CA and hostname verification, SNI,
 insecure_skip_verify, client certificates, keep-alive reuse, the connect
-timeout covering the handshake). Certificates are made with the openssl CLI
+timeout covering the handshake, session resumption seen from both sides). Certificates are made with the openssl CLI
 at module set-up."""
 
 import hashlib
@@ -437,18 +437,21 @@ class ReloadTest(unittest.TestCase):
 class HAProxy:
     """HAProxy terminating TLS in front of a plain backend."""
 
-    def __init__(self, backend, cert="server", verify_ca=None):
+    def __init__(self, backend, cert="server", verify_ca=None, bind_extra="", frontend_lines=()):
         self.port = free_port()
         self.addr = "127.0.0.1:%d" % self.port
         bind = "bind %s ssl crt %s alpn http/1.1" % (self.addr, p(cert + ".both.pem"))
         if verify_ca:
             bind += " ca-file %s verify required" % p(verify_ca + ".pem")
+        if bind_extra:
+            bind += " " + bind_extra
         path = os.path.join(harness.TMP, "haproxy-%d.cfg" % self.port)
         with open(path, "w") as f:
             f.write("global\n  maxconn 256\n"
                     "defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n"
-                    "frontend fe\n  %s\n  default_backend be\n"
-                    "backend be\n  server pod %s\n" % (bind, backend))
+                    "frontend fe\n  %s\n%s  default_backend be\n"
+                    "backend be\n  server pod %s\n"
+                    % (bind, "".join("  %s\n" % line for line in frontend_lines), backend))
         self.proc, self.out, self.err = harness.spawn(["haproxy", "-db", "-f", path], "haproxy-%d" % self.port)
         harness.wait_until(self._listening, 10 * harness.SLOW, what="haproxy on %s" % self.addr)
 
@@ -571,6 +574,83 @@ class UpstreamTest(unittest.TestCase):
         self.assertLess(took, 2.0 * harness.SLOW)
         line = wait_handshake_line(self.veer, before + 1, "upstream")[-1]
         self.assertEqual((line["cluster"], line["kind"]), ("stall", "timeout"))
+
+
+def upstream_handshakes(veer, cluster):
+    """veer_upstream_tls_handshakes_total of a cluster: (full, resumed)."""
+    st, text = veer.admin("GET", "/metrics")
+    counts = {}
+    for resumed in ("false", "true"):
+        m = re.search(r'^veer_upstream_tls_handshakes_total\{cluster="%s",resumed="%s"\} (\d+)$' % (cluster, resumed),
+                      text, re.M)
+        if m is None:
+            raise AssertionError("no handshake count of %s (resumed=%s) in /metrics" % (cluster, resumed))
+        counts[resumed] = int(m.group(1))
+    return counts["false"], counts["true"]
+
+
+class SessionResumptionTest(unittest.TestCase):
+    """Every request on a new upstream connection (HAProxy closes each one,
+    veer keeps none idle); HAProxy tells in x-tls-resumed whether the
+    handshake of the connection that carried the request was resumed."""
+
+    RESUMED_HEADER = ("http-response set-header x-tls-resumed %[ssl_fc_is_resumed]", "option httpclose")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.hp13 = HAProxy(POD.addr, frontend_lines=cls.RESUMED_HEADER)
+        cls.hp12 = HAProxy(POD.addr, bind_extra="ssl-max-ver TLSv1.2", frontend_lines=cls.RESUMED_HEADER)
+        ca = p("ca.pem")
+        cls.ca_copy = os.path.join(PKI, "ca-copy.pem")
+        shutil.copy(ca, cls.ca_copy)
+        clusters = {
+            "tls13": {"endpoints": [cls.hp13.addr], "tls": {"ca": ca}},
+            "tls12": {"endpoints": [cls.hp12.addr], "tls": {"ca": ca}},
+            "noreuse": {"endpoints": [cls.hp13.addr], "tls": {"ca": ca, "session_reuse": False}},
+            "reloaded": {"endpoints": [cls.hp13.addr], "tls": {"ca": ca}},
+        }
+        route = {"name": "all", "match": {"path_prefix": "/"}, "split": [{"cluster": "tls13", "weight": 100}],
+                 "overrides": [{"header": "x-cluster", "equals": n, "cluster": n} for n in clusters]}
+        cls.veer = Veer(base_config(clusters, [route], workers=1, limits={"max_idle_upstream": 0}))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.veer.stop()
+
+    def resumed_flags(self, cluster, n):
+        flags = []
+        for _ in range(n):
+            st, hd, body = self.veer.request("GET", "/status/200", headers={"x-cluster": cluster}, timeout=15)
+            self.assertEqual(st, 200, body)
+            flags.append(hd.get("x-tls-resumed"))
+        return flags
+
+    def assert_counts(self, cluster, before, full, resumed):
+        got = upstream_handshakes(self.veer, cluster)
+        self.assertEqual((got[0] - before[0], got[1] - before[1]), (full, resumed), "%s: (full, resumed)" % cluster)
+
+    def test_tls13_and_tls12_resume_after_the_first(self):
+        for cluster in ("tls13", "tls12"):
+            before = upstream_handshakes(self.veer, cluster)
+            self.assertEqual(self.resumed_flags(cluster, 4), ["0", "1", "1", "1"], cluster)
+            self.assert_counts(cluster, before, 1, 3)  # four handshakes: four connections
+
+    def test_session_reuse_false_never_resumes(self):
+        before = upstream_handshakes(self.veer, "noreuse")
+        self.assertEqual(self.resumed_flags("noreuse", 3), ["0", "0", "0"])
+        self.assert_counts("noreuse", before, 3, 0)
+
+    def test_reload_changing_ca_or_sni_starts_with_a_full_handshake(self):
+        self.assertEqual(self.resumed_flags("reloaded", 2)[-1], "1")
+        for change in ({"ca": self.ca_copy}, {"sni": "localhost"}):
+            cfg = json.loads(json.dumps(self.veer.config))
+            cfg["clusters"]["reloaded"]["tls"].update(change)
+            self.veer.write_config(cfg)
+            st, js = self.veer.admin("POST", "/v1/reload")
+            self.assertEqual(st, 200, js)
+            before = upstream_handshakes(self.veer, "reloaded")
+            self.assertEqual(self.resumed_flags("reloaded", 3), ["0", "1", "1"], change)
+            self.assert_counts("reloaded", before, 1, 2)
 
 
 if __name__ == "__main__":
