@@ -227,6 +227,7 @@ static int run(const char *path)
     if (cfg == NULL) {
         print_errors(path, &errs);
         veer_config_errors_clear(&errs);
+        free(abs);
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);

@@ -306,6 +306,19 @@ class CheckCliTest(unittest.TestCase):
                             "no `%s: ...` error in:\n%s" % (where, p.stderr))
         self.assertTrue(any("unknown cluster" in l and "routes[0].split[0].cluster" in l for l in lines), p.stderr)
 
+    def test_run_with_a_bad_config_exits_1_and_frees_everything(self):
+        # run (not check) refuses a bad file at start with every error named;
+        # under the sanitizer build a leak on that path fails this test
+        cfg = standard_config()
+        cfg["routes"][0]["split"][0]["cluster"] = "gren"
+        path = os.path.join(harness.TMP, "bad-run.json")
+        write(path, json.dumps(cfg))
+        p = self.run_veer("run", "-c", path)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("routes[0].split[0].cluster", p.stderr)
+        self.assertNotIn("LeakSanitizer", p.stderr)
+        self.assertNotIn("AddressSanitizer", p.stderr)
+
     def test_check_not_json(self):
         path = os.path.join(harness.TMP, "notjson.json")
         write(path, '{"workers": 2,')
