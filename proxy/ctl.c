@@ -59,6 +59,7 @@ static void usage(FILE *out)
             "\n"
             "commands:\n"
             "  status                              routes with weights, success rate, P99 and canary phase\n"
+            "                                      endpoints failing health checks, with why\n"
             "  weights ROUTE CLUSTER=WEIGHT...     set a route's weights, e.g. weights embed blue=80 canary=20\n"
             "          [--if-generation N]         only if the weights generation is still N (else 409)\n"
             "          [--force]                   even while a canary run owns the route (aborts the run)\n"
@@ -636,6 +637,37 @@ static void print_header(const cJSON *st)
            cJSON_IsFalse(field(st, "leader")) ? "  FOLLOWER (weights and canary runs come from the leader)" : "");
 }
 
+/* One line per endpoint whose health check does not pass, with why its last
+ * probe failed, so a red endpoint needs no log search. Healthy ones stay
+ * off: a fleet of hundreds would bury the table. */
+static void print_sick_endpoints(const cJSON *st)
+{
+    bool first = true;
+    const cJSON *cluster, *ep;
+    cJSON_ArrayForEach(cluster, field(st, "clusters"))
+    {
+        const cJSON *cname = field(cluster, "name");
+        cJSON_ArrayForEach(ep, field(cluster, "endpoints"))
+        {
+            const cJSON *health = field(ep, "health");
+            const cJSON *state = field(health, "state");
+            const cJSON *addr = field(ep, "address");
+            const cJSON *lf = field(health, "last_failure");
+            const cJSON *reason = field(lf, "reason"), *at = field(lf, "at");
+            double streak = 0;
+            if (!cJSON_IsString(state) || strcmp(state->valuestring, "healthy") == 0 || !cJSON_IsString(reason))
+                continue;
+            number(lf, "consecutive", &streak);
+            if (first)
+                printf("\n");
+            first = false;
+            printf("endpoint %s %s %s: %s (%.0f in a row, last %s)\n",
+                   cJSON_IsString(cname) ? cname->valuestring : "?", cJSON_IsString(addr) ? addr->valuestring : "?",
+                   state->valuestring, reason->valuestring, streak, cJSON_IsString(at) ? at->valuestring : "?");
+        }
+    }
+}
+
 static int cmd_status(ctl_t *c, int argc, char **argv)
 {
     if (argc != 0) {
@@ -698,6 +730,7 @@ static int cmd_status(ctl_t *c, int argc, char **argv)
     }
     print_header(st.json);
     print_table(rows, count);
+    print_sick_endpoints(st.json);
     free(rows);
     resp_clear(&st);
     resp_clear(&stats);

@@ -19,7 +19,9 @@ typedef struct host_s {
     uint32_t passes, failures; /* in a row */
     int last_status;
     veer_health_failure_t last_failure;
-    char last_reason[64]; /* the prober's words for the last failure; "" for none */
+    char last_reason[64]; /* what the last failure was ("status 503", the prober's words); "" for none */
+    uint64_t last_failure_ms; /* 0: never failed */
+    uint32_t last_failure_streak;
     uint64_t probe_started_ms, deadline_ms, next_probe_ms, last_check_ms;
     uint64_t checks_total, failures_total;
 } host_t;
@@ -64,6 +66,8 @@ bool veer_health_status_expected(const veer_status_range_t *ranges, size_t count
 }
 
 _Static_assert(offsetof(host_t, id) == 0, "hostset.h finds hosts by a leading id");
+_Static_assert(sizeof((host_t *)0)->last_reason == sizeof((veer_health_host_info_t *)0)->last_failure_reason,
+               "host_info copies the reason whole");
 
 static uint64_t next_random(veer_health_t *hc)
 {
@@ -194,7 +198,13 @@ static void record(veer_health_t *hc, host_t *h, bool passed, int status, veer_h
         h->passes = 0;
         h->failures_total++;
         h->last_failure = failure;
+        /* kept as words now: last_status is overwritten by the next pass */
+        char words[sizeof h->last_reason];
         snprintf(h->last_reason, sizeof h->last_reason, "%s", reason != NULL ? reason : "");
+        describe_last(h, words, sizeof words);
+        memcpy(h->last_reason, words, sizeof words);
+        h->last_failure_ms = now_ms;
+        h->last_failure_streak = h->failures;
         if (h->state != VEER_HEALTH_UNHEALTHY && h->failures >= hc->cfg.unhealthy_threshold)
             h->state = VEER_HEALTH_UNHEALTHY;
     }
@@ -306,6 +316,9 @@ int veer_health_host_info(const veer_health_t *hc, uint32_t endpoint_id, veer_he
         .next_probe_ms = h->next_probe_ms,
         .checks_total = h->checks_total,
         .failures_total = h->failures_total,
+        .last_failure_ms = h->last_failure_ms,
+        .last_failure_streak = h->last_failure_streak,
     };
+    memcpy(out->last_failure_reason, h->last_reason, sizeof out->last_failure_reason);
     return 0;
 }

@@ -62,6 +62,13 @@ typedef struct veer_health_host_info_s {
     uint32_t passes_in_a_row, failures_in_a_row;
     int last_status;                     /* 0: the last probe got no response */
     veer_health_failure_t last_failure;  /* when the last probe failed */
+    /* The last failed probe, kept after a recovery so an operator can see
+     * why a host went red: what failed ("status 503", "NOT_SERVING",
+     * "timeout"; "" when no probe ever failed), when (now_ms of the report)
+     * and how many failures in a row it was the last of. */
+    char last_failure_reason[64];
+    uint64_t last_failure_ms;
+    uint32_t last_failure_streak;
     uint64_t last_check_ms;              /* 0: never */
     uint64_t next_probe_ms;              /* when idle */
     uint64_t checks_total, failures_total;

@@ -170,6 +170,13 @@ static void publish(veer_resil_cluster_t *c)
         veer_endpoint_t *ep = o->set->endpoints[i];
         bool ok = o->det == NULL || veer_outlier_routable(o->det, ep->id);
         atomic_store_explicit(&ep->route_state, ok ? VEER_EP_ROUTABLE : VEER_EP_UNROUTABLE, memory_order_relaxed);
+        /* what /metrics, /v1/stats and the canary's blue_green gate read: not
+         * yet checked counts as not healthy, as it takes no traffic */
+        veer_outlier_host_info_t info;
+        bool ejected = o->det != NULL && veer_outlier_host_info(o->det, ep->id, &info) == 0 && info.ejected;
+        bool unhealthy = o->hc != NULL && veer_health_state(o->hc, ep->id) != VEER_HEALTH_HEALTHY;
+        atomic_store_explicit(&ep->ejected, ejected, memory_order_relaxed);
+        atomic_store_explicit(&ep->unhealthy, unhealthy, memory_order_relaxed);
     }
     atomic_store_explicit(&c->panic, o->det != NULL && veer_outlier_panic(o->det), memory_order_relaxed);
 }
@@ -466,6 +473,47 @@ void veer_resilience_free(veer_resilience_t *r)
 
 /* ---- status ---- */
 
+/* Wall clock minus monotonic clock, in ms. Sticky (main thread only): read
+ * afresh each time, the two clocks' ms truncation would move a failure's
+ * time by 1 ms between two reads; it is re-taken only when the wall clock
+ * was stepped by more than 100 ms. */
+static int64_t wall_offset_ms(void)
+{
+    static int64_t offset;
+    static bool known;
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    int64_t now = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000 - (int64_t)now_ms();
+    if (!known || now - offset > 100 || offset - now > 100) {
+        offset = now;
+        known = true;
+    }
+    return offset;
+}
+
+/* health.last_failure: kept after a recovery. The checker's clock is
+ * monotonic; the wall time is that plus the clocks' offset. */
+static void add_last_failure(cJSON *h, const veer_health_host_info_t *hi)
+{
+    if (hi->failures_total == 0) {
+        cJSON_AddNullToObject(h, "last_failure");
+        return;
+    }
+    int64_t signed_at = (int64_t)hi->last_failure_ms + wall_offset_ms();
+    uint64_t at_ms = signed_at > 0 ? (uint64_t)signed_at : 0;
+    time_t secs = (time_t)(at_ms / 1000u);
+    struct tm tm;
+    char at[40] = "";
+    if (gmtime_r(&secs, &tm) != NULL) {
+        size_t n = strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(at + n, sizeof(at) - n, ".%03uZ", (unsigned)(at_ms % 1000u));
+    }
+    cJSON *f = cJSON_AddObjectToObject(h, "last_failure");
+    cJSON_AddStringToObject(f, "reason", hi->last_failure_reason);
+    cJSON_AddStringToObject(f, "at", at);
+    cJSON_AddNumberToObject(f, "consecutive", hi->last_failure_streak);
+}
+
 void veer_resilience_endpoint_json(const char *cluster, uint32_t endpoint_id, cJSON *obj)
 {
     veer_resil_cluster_t *c = lookup(cluster);
@@ -479,6 +527,7 @@ void veer_resilience_endpoint_json(const char *cluster, uint32_t endpoint_id, cJ
         cJSON_AddNumberToObject(h, "last_status", hi.last_status);
         cJSON_AddNumberToObject(h, "checks_total", (double)hi.checks_total);
         cJSON_AddNumberToObject(h, "failures_total", (double)hi.failures_total);
+        add_last_failure(h, &hi);
     } else {
         cJSON_AddNullToObject(obj, "health");
     }

@@ -510,6 +510,17 @@ def do_request(conn, method, path, body=None, headers=None):
     return r.status, {k.lower(): v for k, v in r.getheaders()}, data
 
 
+def metric(v, name, labels=""):
+    """One sample of veer's /metrics: name with exactly these labels
+    ('{cluster="blue"}'), as a float; None when absent."""
+    st, text = v.admin("GET", "/metrics")
+    assert st == 200, st
+    if isinstance(text, bytes):
+        text = text.decode()
+    m = re.search(r"^%s%s (\S+)$" % (re.escape(name), re.escape(labels)), text, re.M)
+    return float(m.group(1)) if m else None
+
+
 def route_weights(route_json):
     """{cluster: weight} from a GET /v1/routes/NAME answer, accepting either
     {"weights": {...}} or {"split": [{"cluster", "weight"}]} (possibly nested

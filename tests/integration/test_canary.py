@@ -18,7 +18,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import EMBED_BODY, SLOW, Veer, base_config, do_request, wait_until  # noqa: E402
+from harness import EMBED_BODY, SLOW, MockPod, Veer, base_config, do_request, wait_until  # noqa: E402
 
 PODS = {}
 POD_NAMES = ("blue-1", "green-1")
@@ -313,6 +313,36 @@ class CanaryTest(unittest.TestCase):
         PODS["green-1"].fault(error_rate=0.5)
         wait_phase(v, "rolled_back", 8)
         self.assertEqual(v.weights("embed"), {"blue": 100, "green": 0})
+
+    def test_blue_green_waits_for_every_canary_endpoint_to_be_healthy(self):
+        # green has two pods under an active health check; one fails it: the
+        # switch waits (no traffic moves) and the run pauses with the count
+        down = MockPod("green-2")
+        self.addCleanup(down.stop)
+        down.fault(health_fail=True)
+        hc = {"path": "/health", "interval": "100ms", "timeout": "80ms", "healthy_threshold": 1,
+              "unhealthy_threshold": 1}
+        clusters = {"blue": [PODS["blue-1"].addr],
+                    "green": {"endpoints": [PODS["green-1"].addr, down.addr], "health_check": hc}}
+        routes = [{"name": "embed", "match": {"path_prefix": "/api/v1/embed"},
+                   "split": [{"cluster": "blue", "weight": 100}, {"cluster": "green", "weight": 0}]}]
+        self.v = v = Veer(base_config(clusters, routes))
+        label = '{cluster="green",endpoint="%s"}'
+        wait_until(lambda: harness.metric(v, "veer_endpoint_healthy", label % down.addr) == 0, 3 * SLOW,
+                   what="green-2 unhealthy")
+        self.assertEqual(harness.metric(v, "veer_endpoint_healthy", label % PODS["green-1"].addr), 1)
+        st, js = v.admin("POST", "/v1/routes/embed/canary", policy(mode="blue_green", iterations=2,
+                                                                    max_inconclusive=3))
+        self.assertEqual(st, 200, js)
+        run = wait_phase(v, "paused", 5)
+        self.assertIn("still has 1 of 2 endpoints healthy", run["reason"])
+        self.assertEqual(v.weights("embed"), {"blue": 100, "green": 0})
+        # the pod recovers: resume, and the switch happens
+        down.fault(health_fail=False)
+        wait_until(lambda: harness.metric(v, "veer_endpoint_healthy", label % down.addr) == 1, 3 * SLOW,
+                   what="green-2 healthy")
+        self.assertEqual(v.admin("POST", "/v1/routes/embed/canary/resume")[0], 200)
+        wait_until(lambda: v.weights("embed") == {"blue": 0, "green": 100}, 5 * SLOW, what="switched")
 
     def test_ab_sends_only_matching_requests_to_the_canary(self):
         v = self.start()

@@ -70,13 +70,7 @@ def post_chunked(v, path, body_iter):
         c.close()
 
 
-def metric(v, name, labels=""):
-    st, text = v.admin("GET", "/metrics")
-    assert st == 200, st
-    if isinstance(text, bytes):
-        text = text.decode()
-    m = re.search(r"^%s%s (\S+)$" % (re.escape(name), re.escape(labels)), text, re.M)
-    return float(m.group(1)) if m else None
+metric = harness.metric
 
 
 class Users:

@@ -4,11 +4,14 @@ healthy_threshold passes; with require_initial_pass a new endpoint is not
 routed to before its first pass; a pass un-ejects an ejected host; a TLS
 cluster is probed over TLS (HAProxy terminating in front of a pod); an h2c
 cluster of pods that refuse HTTP/1.1 is probed over HTTP/2; gRPC health
-checks (grpc_service) follow SERVING / NOT_SERVING and name what failed."""
+checks (grpc_service) follow SERVING / NOT_SERVING and name what failed;
+/v1/status and `veer ctl status` show each endpoint's last failed check."""
 
+import datetime
 import http.client
 import os
 import shutil
+import subprocess
 import sys
 import time
 import unittest
@@ -34,6 +37,18 @@ def endpoint(veer, addr):
         if e["address"] == addr:
             return e
     raise AssertionError(addr)
+
+
+def iso_time(text):
+    """Seconds since the epoch of an ISO 8601 UTC time like 2026-01-02T03:04:05.678Z."""
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def ctl(veer, *args):
+    p = subprocess.run([harness.VEER_BIN, "ctl", "--admin", "127.0.0.1:%d" % veer.admin_port] + list(args),
+                       capture_output=True, text=True, timeout=20)
+    return p.returncode, p.stdout, p.stderr
 
 
 class HealthTest(unittest.TestCase):
@@ -71,6 +86,51 @@ class HealthTest(unittest.TestCase):
         wait_until(lambda: endpoint(veer, self.p1.addr)["routable"], 2 * SLOW, interval=0.02, what="p1 back")
         self.assertGreater(time.time() - t0, 0.15)  # two passes: not on the first one
         self.assertEqual({p for _, p in self.pods_seen(veer)}, {"blue-1", "blue-2"})
+
+    def test_last_failure_shows_why(self):
+        veer = self.start()
+        wait_until(lambda: all(endpoint(veer, p.addr)["health"]["state"] == "healthy" for p in (self.p1, self.p2)),
+                   3 * SLOW, what="both healthy")
+        self.assertIsNone(endpoint(veer, self.p2.addr)["health"]["last_failure"])  # never failed a probe
+        t_fail = time.time()
+        self.p1.fault(health_fail=True)
+        wait_until(lambda: endpoint(veer, self.p1.addr)["health"]["state"] == "unhealthy", 2 * SLOW,
+                   interval=0.02, what="p1 unhealthy")
+        first = endpoint(veer, self.p1.addr)["health"]["last_failure"]
+        self.assertEqual(first["reason"], "status 503")
+        # /metrics and /v1/stats say so too (both read the endpoint's flags)
+        label = '{cluster="blue",endpoint="%s"}'
+        self.assertEqual((harness.metric(veer, "veer_endpoint_healthy", label % self.p1.addr),
+                          harness.metric(veer, "veer_endpoint_healthy", label % self.p2.addr)), (0, 1))
+        self.assertGreaterEqual(first["consecutive"], 2)  # unhealthy_threshold
+        # the count grows with each failed probe while the pod stays down
+        wait_until(lambda: endpoint(veer, self.p1.addr)["health"]["last_failure"]["consecutive"]
+                   >= first["consecutive"] + 2, 2 * SLOW, interval=0.05, what="consecutive growing")
+        at = iso_time(first["at"])
+        self.assertTrue(t_fail - 1 <= at <= time.time() + 1, (first, t_fail))
+        rc, out, err = ctl(veer, "status")
+        self.assertEqual(rc, 0, err)
+        line = next((ln for ln in out.splitlines() if ln.startswith("endpoint ") and self.p1.addr in ln), None)
+        self.assertIsNotNone(line, out)
+        self.assertRegex(line, r"^endpoint blue %s unhealthy: status 503 \(\d+ in a row, last \S+Z\)$"
+                         % self.p1.addr)
+        self.assertNotIn(self.p2.addr, out)  # healthy endpoints stay off the short form
+        # recovered: healthy again, the last failure (and its time) stays
+        self.p1.fault(health_fail=False)
+        t_back = time.time()
+        wait_until(lambda: endpoint(veer, self.p1.addr)["health"]["state"] == "healthy", 2 * SLOW,
+                   interval=0.02, what="p1 healthy")
+        kept = endpoint(veer, self.p1.addr)["health"]["last_failure"]
+        self.assertEqual(kept["reason"], "status 503")
+        wait_until(lambda: harness.metric(veer, "veer_endpoint_healthy", label % self.p1.addr) == 1, 1 * SLOW,
+                   what="the healthy gauge back at 1")
+        self.assertGreaterEqual(kept["consecutive"], first["consecutive"] + 2)
+        self.assertTrue(at <= iso_time(kept["at"]) <= t_back + 0.5, (kept, t_back))
+        time.sleep(0.5)  # more passing probes change nothing about it
+        self.assertEqual(endpoint(veer, self.p1.addr)["health"]["last_failure"], kept)
+        self.assertTrue(endpoint(veer, self.p1.addr)["routable"])
+        rc, out, _ = ctl(veer, "status")
+        self.assertNotIn("endpoint ", out)
 
     def test_new_endpoint_not_routed_before_first_pass(self):
         self.p1.fault(health_fail=True)
@@ -198,11 +258,16 @@ class H2HealthTest(unittest.TestCase):
         self.assertEqual(set(self.pods_seen(veer)), {(200, "blue-2")})
         wait_until(lambda: health_details(veer, self.p1.addr, "unhealthy"), SLOW, what="health log line")
         self.assertIn("NOT_SERVING", health_details(veer, self.p1.addr, "unhealthy")[0])
+        failed = endpoint(veer, self.p1.addr)["health"]["last_failure"]
+        self.assertEqual(failed["reason"], "NOT_SERVING")
+        self.assertGreaterEqual(failed["consecutive"], 2)
+        self.assertIsNone(endpoint(veer, self.p2.addr)["health"]["last_failure"])
         self.p1.fault(health_fail=False)
         t0 = time.time()
         wait_until(lambda: endpoint(veer, self.p1.addr)["routable"], 2 * SLOW, interval=0.02, what="p1 back")
         self.assertGreater(time.time() - t0, 0.15)  # healthy_threshold 2: not on the first pass
         self.assertEqual({p for _, p in self.pods_seen(veer)}, {"blue-1", "blue-2"})
+        self.assertEqual(endpoint(veer, self.p1.addr)["health"]["last_failure"]["reason"], "NOT_SERVING")
         self.assertEqual(self.p1.stats().get("errors_injected", 0), 0)
 
     def test_grpc_failures_name_their_reason(self):

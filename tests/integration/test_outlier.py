@@ -63,6 +63,9 @@ class OutlierTest(unittest.TestCase):
         self.assertEqual(ep["ejection"]["reason"], "gateway", ep)
         self.assertFalse(ep["routable"], ep)
         self.assertEqual(cluster_status(veer, "blue")["ejections_total"]["gateway"], 1)
+        label = '{cluster="blue",endpoint="%s"}'
+        self.assertEqual((harness.metric(veer, "veer_endpoint_ejected", label % self.bad.addr),
+                          harness.metric(veer, "veer_endpoint_ejected", label % self.good.addr)), (1, 0))
         # traffic moved at once: every request goes to the other pod
         for _ in range(20):
             st, h, _ = veer.request("GET", "/status/200")

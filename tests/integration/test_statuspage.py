@@ -60,7 +60,7 @@ class PageParser(html.parser.HTMLParser):
             self._row = self.rows.setdefault((a["data-route"], a["data-cluster"]), {})
         elif tag == "tr" and a.get("class") == "endpoint":
             self._row = self.endpoints.setdefault((a["data-cluster"], a["data-endpoint"]), {})
-        if tag == "td" and self._row is not None and "data-field" in a:
+        if tag in ("td", "small") and self._row is not None and "data-field" in a:
             self._row[a["data-field"]] = a.get("data-value", "")
             if a["data-field"] == "sparkline":
                 self._row["samples"] = a.get("data-samples", "0")
@@ -210,6 +210,35 @@ class StatusPageTest(unittest.TestCase):
         width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
         self.assertEqual((width, height), (1280, 900))
         self.assertGreater(os.path.getsize(path), 20000, "a blank page compresses to almost nothing")
+
+
+class UnhealthyEndpointPageTest(unittest.TestCase):
+    """An endpoint failing its health check is red on the page, with why."""
+
+    def test_unhealthy_endpoint_shows_last_failure(self):
+        harness.require_binaries()
+        p1, p2 = MockPod("sick-1"), MockPod("well-1")
+        self.addCleanup(p2.stop)
+        self.addCleanup(p1.stop)
+        p1.fault(health_fail=True)
+        check = {"path": "/health", "interval": "100ms", "timeout": "80ms", "unhealthy_threshold": 2}
+        self.veer = veer = Veer(base_config({"blue": {"endpoints": [p1.addr, p2.addr], "health_check": check}},
+                                            [{"name": "all", "match": {"path_prefix": "/"},
+                                              "split": [{"cluster": "blue", "weight": 100}]}]))
+        self.addCleanup(veer.stop)
+
+        def health(addr):
+            return next(e["health"] for e in veer.status()["clusters"][0]["endpoints"] if e["address"] == addr)
+        harness.wait_until(lambda: health(p1.addr)["state"] == "unhealthy" and health(p2.addr)["state"] == "healthy",
+                           10, what="p1 unhealthy, p2 healthy")
+        page = PageParser()
+        page.feed(StatusPageTest.chromium(self, "--dump-dom"))
+        sick, well = page.endpoints[("blue", p1.addr)], page.endpoints[("blue", p2.addr)]
+        self.assertEqual(sick["healthy"], "false")
+        self.assertEqual(sick["last_failure"], health(p1.addr)["last_failure"]["reason"])
+        self.assertEqual(sick["last_failure"], "status 503")
+        self.assertEqual(well["healthy"], "true")
+        self.assertNotIn("last_failure", well)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
  * thresholds flip the state at exactly N, a host is not routable before its
  * first pass (require_initial_pass), timeouts are failures, expected status
  * ranges, the jittered schedule (bounded, spread, deterministic per seed),
- * and host set changes. */
+ * host set changes, and the last failure kept for /v1/status. */
 #include "health.h"
 
 #include <errno.h>
@@ -167,6 +167,43 @@ static void test_timeouts_and_failures(void)
     veer_health_free(hc);
 }
 
+/* The last failure is kept as words, with its time and streak, after passes
+ * (which overwrite last_status) bring the host back. */
+static void test_last_failure_kept(void)
+{
+    recorder_t rec = {0};
+    veer_health_check_config_t cfg = config();
+    veer_health_t *hc = checker(&cfg, 2, &rec);
+    veer_health_host_info_t info;
+    probe(hc, 1, 200, 0);
+    CHECK(veer_health_host_info(hc, 1, &info) == 0);
+    CHECK(info.last_failure_reason[0] == '\0' && info.last_failure_streak == 0 && info.checks_total == 1);
+    probe(hc, 1, 503, 5000);
+    probe(hc, 1, 503, 10000);
+    CHECK(veer_health_host_info(hc, 1, &info) == 0);
+    CHECK(strcmp(info.last_failure_reason, "status 503") == 0 && info.last_failure_streak == 2);
+    CHECK(info.last_failure_ms == 10000);
+    uint32_t due[4];
+    CHECK(veer_health_poll(hc, 15000, due, 4) == 2);
+    char long_reason[200];
+    memset(long_reason, 'x', sizeof long_reason - 1);
+    long_reason[sizeof long_reason - 1] = '\0';
+    CHECK(veer_health_on_failure_reason(hc, 1, VEER_HEALTH_FAIL_GRPC, long_reason, 15001, NULL) == 0);
+    CHECK(veer_health_on_failure(hc, 2, VEER_HEALTH_FAIL_TIMEOUT, 15001, NULL) == 0);
+    CHECK(veer_health_host_info(hc, 1, &info) == 0);
+    CHECK(strlen(info.last_failure_reason) == sizeof info.last_failure_reason - 1); /* bounded copy */
+    CHECK(info.last_failure_streak == 3 && info.state == VEER_HEALTH_UNHEALTHY);
+    CHECK(veer_health_host_info(hc, 2, &info) == 0);
+    CHECK(strcmp(info.last_failure_reason, "timeout") == 0 && info.last_failure_streak == 1);
+    probe(hc, 1, 200, 20001);
+    probe(hc, 1, 200, 25001);
+    CHECK(veer_health_host_info(hc, 1, &info) == 0);
+    CHECK(info.state == VEER_HEALTH_HEALTHY && info.last_status == 200 && info.failures_in_a_row == 0);
+    CHECK(strncmp(info.last_failure_reason, "xxxx", 4) == 0 && info.last_failure_ms == 15001);
+    CHECK(info.last_failure_streak == 3);
+    veer_health_free(hc);
+}
+
 static void test_expected_statuses(void)
 {
     veer_status_range_t ranges[] = {{200, 299}, {404, 404}};
@@ -273,7 +310,7 @@ int main(void)
 {
     static void (*const tests[])(void) = {
         test_thresholds, test_initial_state, test_timeouts_and_failures, test_expected_statuses, test_jitter,
-        test_sync_and_poll_cap,
+        test_sync_and_poll_cap, test_last_failure_kept,
     };
     size_t test_count = sizeof tests / sizeof tests[0];
     for (size_t i = 0; i < test_count; i++)
