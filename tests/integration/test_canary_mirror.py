@@ -245,27 +245,27 @@ class MirrorTest(unittest.TestCase):
                    what="the copies' bodies")
         self.v.admin("POST", "/v1/routes/web/canary/abort")
 
+    def upload_5x10mib_within(self, growth_limit_kb):
+        """5 chunked uploads of 10 MiB (limits.max_body_bytes is 16 MiB), each
+        answered by the stable pod, while veer's RSS grows by less than this."""
+        base = self.v.rss_kb()
+        with RssSampler(self.v) as rss:
+            for _ in range(5):
+                st, hd, _ = post_chunked(self.v, "/sink", chunks(10 * 1024 * 1024))
+                self.assertEqual((st, hd.get("x-pod")), (200, "blue-m"))
+        self.assertLess(rss.peak() - base, growth_limit_kb, "RSS grew by %d kB" % (rss.peak() - base))
+
     def test_without_mirroring_no_body_is_kept(self):
         # no run: 50 MiB of chunked uploads stream through without anything kept for a copy
         growth_limit_kb = (32 if harness.ASAN else 16) * 1024
         post_chunked(self.v, "/sink", chunks(4 * 1024 * 1024))  # steady-state buffers before the baseline
-        base = self.v.rss_kb()
-        with RssSampler(self.v) as rss:
-            for _ in range(5):  # limits.max_body_bytes is 16 MiB: 5 x 10 MiB
-                st, hd, _ = post_chunked(self.v, "/sink", chunks(10 * 1024 * 1024))
-                self.assertEqual((st, hd.get("x-pod")), (200, "blue-m"))
-        self.assertLess(rss.peak() - base, growth_limit_kb, "RSS grew by %d kB" % (rss.peak() - base))
+        self.upload_5x10mib_within(growth_limit_kb)
         for reason in ("body_too_large", "incomplete", "in_flight_cap"):
             self.assertEqual(metric(self.v, "veer_mirror_dropped_total", '{reason="%s"}' % reason), 0)
         self.assertEqual(metric(self.v, "veer_mirror_requests_total"), 0)
         # mirrored: each upload keeps at most 1 MiB, then drops its copy
         self.start_run(mirror_iterations=1000)
-        base = self.v.rss_kb()
-        with RssSampler(self.v) as rss:
-            for _ in range(5):  # limits.max_body_bytes is 16 MiB: 5 x 10 MiB
-                st, hd, _ = post_chunked(self.v, "/sink", chunks(10 * 1024 * 1024))
-                self.assertEqual((st, hd.get("x-pod")), (200, "blue-m"))
-        self.assertLess(rss.peak() - base, growth_limit_kb, "RSS grew by %d kB" % (rss.peak() - base))
+        self.upload_5x10mib_within(growth_limit_kb)
         self.assertEqual(metric(self.v, "veer_mirror_dropped_total", '{reason="body_too_large"}'), 5)
         self.assertEqual(metric(self.v, "veer_mirror_requests_total"), 0)
         self.v.admin("POST", "/v1/routes/web/canary/abort")

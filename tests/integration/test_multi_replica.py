@@ -365,19 +365,26 @@ class MultiReplicaPrometheusTest(unittest.TestCase):
         # the leader served nothing itself: every number came from Prometheus
         self.assertEqual(own_requests(self.A), 0)
 
-    # -- tests
-    def test_1_healthy_release_promoted_from_prometheus_sums_in_lockstep(self):
+    def run_release(self, phase, states):
+        """Load through the followers, a run on the leader until it ends in
+        phase, the followers in sync with it, and every replica through
+        exactly these states. Returns (run, start, seconds, in-sync time)."""
         self.start_load_and_wait_clean_window()
         t0 = self.start_run()
         run = self.wait_phase(("succeeded", "rolled_back", "paused"), 25 * SLOW)
         took = time.time() - t0
-        self.assertEqual(run["phase"], "succeeded", json.dumps(run))
-        wait_until(self.in_sync, 3 * SLOW, what="followers promoted")
+        self.assertEqual(run["phase"], phase, json.dumps(run))
+        wait_until(self.in_sync, 3 * SLOW, what="followers at the leader's end state")
         t_sync = time.time()
         time.sleep(0.3)
         self.recorder.stop()
-        self.assert_lockstep([START, {"blue": 75, "green": 25}, {"blue": 50, "green": 50},
-                              {"blue": 0, "green": 100}])
+        self.assert_lockstep(states)
+        return run, t0, took, t_sync
+
+    # -- tests
+    def test_1_healthy_release_promoted_from_prometheus_sums_in_lockstep(self):
+        run, t0, took, t_sync = self.run_release("succeeded", [START, {"blue": 75, "green": 25},
+                                                               {"blue": 50, "green": 50}, {"blue": 0, "green": 100}])
         self.assertEqual(run["failed_checks"], 0, json.dumps(run))
         self.assertGreaterEqual(run["checks_passed"], 2, json.dumps(run))
         self.check_source(run)
@@ -401,16 +408,7 @@ class MultiReplicaPrometheusTest(unittest.TestCase):
     def test_2_faulty_release_rolled_back_from_prometheus_numbers(self):
         for name in ("green-1", "green-2"):
             PODS[name].fault(error_rate=0.3)
-        self.start_load_and_wait_clean_window()
-        t0 = self.start_run()
-        run = self.wait_phase(("succeeded", "rolled_back", "paused"), 25 * SLOW)
-        took = time.time() - t0
-        self.assertEqual(run["phase"], "rolled_back", json.dumps(run))
-        wait_until(self.in_sync, 3 * SLOW, what="followers rolled back")
-        t_sync = time.time()
-        time.sleep(0.3)
-        self.recorder.stop()
-        self.assert_lockstep([START, {"blue": 75, "green": 25}, START])
+        run, t0, took, t_sync = self.run_release("rolled_back", [START, {"blue": 75, "green": 25}, START])
         gen = self.A.generation()
         for v in (self.B, self.C):
             self.assertEqual(self.state(v), (START, gen))

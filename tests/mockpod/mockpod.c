@@ -1189,13 +1189,16 @@ static void grpc_respond_status(mock_exchange_t *ex, unsigned code, const char *
     exchange_respond(ex, 200, "application/grpc", NULL);
 }
 
-static void handle_grpc_embed(mock_exchange_t *ex)
+/* What every gRPC method here does first: an injected error (fault
+ * grpc_error_rate), or the request body as one uncompressed length-prefixed
+ * message. NULL: answered already. */
+static const unsigned char *grpc_request_message(mock_exchange_t *ex, size_t *len_out)
 {
     mock_server_t *srv = ex->server;
     if (srv->fault.grpc_error_rate > 0 && rng_double(srv) < srv->fault.grpc_error_rate) {
         srv->stats.grpc_errors_injected++;
         grpc_respond_status(ex, (unsigned)srv->fault.grpc_error_code, "injected");
-        return;
+        return NULL;
     }
     size_t len = ex->body != NULL ? evbuffer_get_length(ex->body) : 0;
     const unsigned char *msg = len > 0 ? evbuffer_pullup(ex->body, -1) : NULL;
@@ -1203,8 +1206,19 @@ static void handle_grpc_embed(mock_exchange_t *ex)
         ((uint64_t)msg[1] << 24 | (uint64_t)msg[2] << 16 | (uint64_t)msg[3] << 8 | msg[4]) != len - 5) {
         grpc_respond_status(ex, 3, len >= 5 && msg[0] != 0 ? "compressed messages are not supported"
                                                             : "expected one length-prefixed message");
-        return;
+        return NULL;
     }
+    *len_out = len;
+    return msg;
+}
+
+static void handle_grpc_embed(mock_exchange_t *ex)
+{
+    mock_server_t *srv = ex->server;
+    size_t len = 0;
+    const unsigned char *msg = grpc_request_message(ex, &len);
+    if (msg == NULL)
+        return;
     double vec[MOCK_EMBED_DIM];
     embed_compute((const char *)msg + 5, len - 5, vec);
     cJSON *o = cJSON_CreateObject();
@@ -1237,18 +1251,10 @@ static void handle_grpc_embed(mock_exchange_t *ex)
 static void handle_grpc_health(mock_exchange_t *ex)
 {
     mock_server_t *srv = ex->server;
-    if (srv->fault.grpc_error_rate > 0 && rng_double(srv) < srv->fault.grpc_error_rate) {
-        srv->stats.grpc_errors_injected++;
-        grpc_respond_status(ex, (unsigned)srv->fault.grpc_error_code, "injected");
+    size_t len = 0;
+    const unsigned char *msg = grpc_request_message(ex, &len);
+    if (msg == NULL)
         return;
-    }
-    size_t len = ex->body != NULL ? evbuffer_get_length(ex->body) : 0;
-    const unsigned char *msg = len > 0 ? evbuffer_pullup(ex->body, -1) : NULL;
-    if (len < 5 || msg[0] != 0 ||
-        ((uint64_t)msg[1] << 24 | (uint64_t)msg[2] << 16 | (uint64_t)msg[3] << 8 | msg[4]) != len - 5) {
-        grpc_respond_status(ex, 3, "expected one length-prefixed message");
-        return;
-    }
     /* Only field 1 (tag 0x0a) with a one-byte length is sent by checkers for
      * the names this pod knows; anything else is an unknown service. */
     const unsigned char *service = msg + 5;
