@@ -2364,6 +2364,11 @@ int veer_config_cluster_index(const veer_config_t *cfg, const char *name)
     return -1;
 }
 
+bool veer_config_grpc_status_fails(uint32_t mask, int code)
+{
+    return (mask >> (code < 31 ? code : 31)) & 1;
+}
+
 int veer_config_route_index(const veer_config_t *cfg, const char *name)
 {
     for (size_t i = 0; cfg && name && i < cfg->route_count; i++)

@@ -375,6 +375,10 @@ bool veer_config_leads(const veer_config_t *cfg, const char *hostname);
 int veer_config_cluster_index(const veer_config_t *cfg, const char *name);
 int veer_config_route_index(const veer_config_t *cfg, const char *name);
 
+/* Whether grpc-status code is a failure under a route's failure_grpc_status
+ * mask (bit 31 stands for every code from 31 up). */
+bool veer_config_grpc_status_fails(uint32_t mask, int code);
+
 /* A canary policy from a JSON object such as the body of POST
  * /v1/routes/NAME/canary: the keys of routes[].canary, each left out keeping
  * base's value (base: the route's canary block; NULL: the defaults, and then

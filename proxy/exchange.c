@@ -264,8 +264,8 @@ static bool grpc_shaped(const veer_exchange_t *x)
 
 static bool grpc_status_fails(const veer_exchange_t *x, int code)
 {
-    uint32_t mask = x->route >= 0 ? x_config(x)->routes[x->route].failure_grpc_status : ~1u;
-    return (mask >> (code < 31 ? code : 31)) & 1;
+    return veer_config_grpc_status_fails(x->route >= 0 ? x_config(x)->routes[x->route].failure_grpc_status : ~1u,
+                                         code);
 }
 
 /* The gRPC status a local reply stands for (gRPC's HTTP mapping, with
@@ -321,11 +321,7 @@ static void grpc_note_status(veer_exchange_t *x)
         h = find_header(x->resp.headers, x->resp.header_count, "grpc-status", 11);
     if (h == NULL)
         return;
-    int code = 0;
-    for (size_t i = 0; i < h->value.len && code <= 255; i++)
-        code = h->value.base[i] >= '0' && h->value.base[i] <= '9' ? code * 10 + (h->value.base[i] - '0') : 1000;
-    if (h->value.len == 0 || code > 255)
-        code = 2; /* not a status: UNKNOWN, as a gRPC client would read it */
+    int code = veer_grpc_status_parse(h->value.base, h->value.len);
     x->grpc_status = (int16_t)code;
     x->grpc_failed = grpc_status_fails(x, code);
 }

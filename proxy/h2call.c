@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "headers.h"
 #include "sock.h"
 
 struct veer_h2call_s {
@@ -106,33 +107,6 @@ static void call_finish(veer_h2call_t *c)
     call_free(c, !ok);
 }
 
-static int parse_status(const uint8_t *v, size_t len)
-{
-    if (len != 3)
-        return 0;
-    int status = 0;
-    for (size_t i = 0; i < 3; i++) {
-        if (v[i] < '0' || v[i] > '9')
-            return 0;
-        status = status * 10 + (v[i] - '0');
-    }
-    return status >= 100 ? status : 0;
-}
-
-/* grpc-status is a small decimal code; anything else counts as absent. */
-static int parse_grpc_status(const uint8_t *v, size_t len)
-{
-    if (len == 0 || len > 3)
-        return -1;
-    int code = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (v[i] < '0' || v[i] > '9')
-            return -1;
-        code = code * 10 + (v[i] - '0');
-    }
-    return code;
-}
-
 static int on_header_cb(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
                         const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
 {
@@ -145,11 +119,11 @@ static int on_header_cb(nghttp2_session *ng, const nghttp2_frame *frame, const u
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
-        int status = parse_status(value, valuelen);
+        int status = veer_http_status_parse((const char *)value, valuelen);
         if (status >= 200) /* 1xx heads are interim */
             c->res.status = status;
     } else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
-        c->res.grpc_status = parse_grpc_status(value, valuelen);
+        c->res.grpc_status = veer_grpc_status_parse((const char *)value, valuelen);
     }
     return 0;
 }

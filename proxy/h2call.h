@@ -49,7 +49,8 @@ typedef struct veer_h2call_request_s {
 typedef struct veer_h2call_result_s {
     veer_h2call_failure_t failure; /* OK: the fields below describe the response */
     int status;                    /* :status; 0 when none arrived */
-    int grpc_status;               /* grpc-status from the head or trailers; -1 when absent */
+    int grpc_status;               /* grpc-status from the head or trailers as a client reads it
+                                    * (veer_grpc_status_parse: malformed is 2); -1 when absent */
     const uint8_t *body;           /* the first body_len bytes; valid during the callback only */
     size_t body_len;
     uint64_t body_total;           /* all body bytes received (more than body_len: truncated) */

@@ -192,3 +192,24 @@ size_t veer_headers_strip_hop_by_hop(veer_header_t *headers, size_t count, bool 
     }
     return out;
 }
+
+int veer_http_status_parse(const char *digits, size_t len)
+{
+    if (len != 3)
+        return 0;
+    int status = 0;
+    for (size_t i = 0; i < 3; i++) {
+        if (digits[i] < '0' || digits[i] > '9')
+            return 0;
+        status = status * 10 + (digits[i] - '0');
+    }
+    return status >= 100 ? status : 0;
+}
+
+int veer_grpc_status_parse(const char *value, size_t len)
+{
+    int code = 0;
+    for (size_t i = 0; i < len && code <= 255; i++)
+        code = value[i] >= '0' && value[i] <= '9' ? code * 10 + (value[i] - '0') : 1000;
+    return len == 0 || code > 255 ? 2 : code;
+}

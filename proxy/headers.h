@@ -36,4 +36,11 @@ bool veer_header_name_is(veer_iov_t name, const char *lower, size_t len);
  * "gzip;q=0.5, Trailers" lists "trailers". */
 bool veer_header_list_has_token(veer_iov_t value, const char *lower, size_t len);
 
+/* A status code: exactly three digits, 100..999; 0 when it is not one. */
+int veer_http_status_parse(const char *digits, size_t len);
+
+/* A grpc-status value as a gRPC client reads it: 0..255, and anything that
+ * is not a decimal code in that range is 2 (UNKNOWN). */
+int veer_grpc_status_parse(const char *value, size_t len);
+
 #endif

@@ -238,14 +238,6 @@ static int start_h1(veer_mirror_t *m, const veer_exchange_t *x, struct evbuffer 
 
 /* ---- HTTP/2 ---- */
 
-/* A failing grpc-status by the route's failure_grpc_status, the rule the
- * exchange applies to user requests (bit 31 stands for codes >= 31). */
-static bool grpc_fails(const veer_mirror_t *m, int code)
-{
-    uint32_t mask = m->snap->config->routes[m->route].failure_grpc_status;
-    return (mask >> (code < 31 ? code : 31)) & 1;
-}
-
 static void h2_done(void *arg, veer_h2call_t *call, const veer_h2call_result_t *res)
 {
     veer_mirror_t *m = arg;
@@ -261,7 +253,9 @@ static void h2_done(void *arg, veer_h2call_t *call, const veer_h2call_result_t *
     case VEER_H2CALL_OK:
         if (res->status >= 500)
             fail = VEER_STATS_FAIL_5XX;
-        else if (res->grpc_status >= 0 && grpc_fails(m, res->grpc_status))
+        else if (res->grpc_status >= 0 &&
+                 veer_config_grpc_status_fails(m->snap->config->routes[m->route].failure_grpc_status,
+                                               res->grpc_status))
             fail = VEER_STATS_FAIL_GRPC;
         break;
     }

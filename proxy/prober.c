@@ -11,6 +11,7 @@
 
 #include "grpchealth.h"
 #include "h2call.h"
+#include "headers.h"
 #include "tls.h"
 
 #define PROBE_MAX_HEAD 8192 /* a status line longer than this is a malformed answer */
@@ -36,15 +37,9 @@ static void probe_finish(veer_probe_t *p, int status, veer_health_failure_t fail
 /* "HTTP/1.x NNN ..." -> NNN; 0 when the line is not a status line. */
 static int parse_status(const char *line, size_t len)
 {
-    if (len < 12 || memcmp(line, "HTTP/1.", 7) != 0 || line[8] != ' ')
+    if (len < 12 || memcmp(line, "HTTP/1.", 7) != 0 || line[8] != ' ' || (len > 12 && line[12] != ' '))
         return 0;
-    int status = 0;
-    for (int i = 9; i < 12; i++) {
-        if (line[i] < '0' || line[i] > '9')
-            return 0;
-        status = status * 10 + (line[i] - '0');
-    }
-    return status >= 100 && (len == 12 || line[12] == ' ') ? status : 0;
+    return veer_http_status_parse(line + 9, 3);
 }
 
 static void probe_on_read(veer_sock_t *s, void *arg)

@@ -291,8 +291,37 @@ static void test_te_trailers(void)
     CHECK(veer_headers_strip_hop_by_hop(elsewhere, 2, &te_trailers) == 1 && !te_trailers);
 }
 
+/* :status (h2call) and the status line's code (prober) */
+static void test_http_status_parse(void)
+{
+    CHECK(veer_http_status_parse("200", 3) == 200);
+    CHECK(veer_http_status_parse("503", 3) == 503);
+    CHECK(veer_http_status_parse("999", 3) == 999);
+    CHECK(veer_http_status_parse("099", 3) == 0); /* below 100 */
+    CHECK(veer_http_status_parse("20", 2) == 0);
+    CHECK(veer_http_status_parse("2000", 4) == 0);
+    CHECK(veer_http_status_parse("2x0", 3) == 0);
+    CHECK(veer_http_status_parse(" 20", 3) == 0);
+}
+
+/* grpc-status as a gRPC client reads it: the exchange and h2call agree */
+static void test_grpc_status_parse(void)
+{
+    CHECK(veer_grpc_status_parse("0", 1) == 0);
+    CHECK(veer_grpc_status_parse("14", 2) == 14);
+    CHECK(veer_grpc_status_parse("255", 3) == 255);
+    CHECK(veer_grpc_status_parse("256", 3) == 2);  /* out of range: UNKNOWN */
+    CHECK(veer_grpc_status_parse("", 0) == 2);
+    CHECK(veer_grpc_status_parse("1a", 2) == 2);
+    CHECK(veer_grpc_status_parse("-1", 2) == 2);
+    CHECK(veer_grpc_status_parse("00000000000000000000007", 23) == 7);
+    CHECK(veer_grpc_status_parse("99999999999999999999", 20) == 2); /* no overflow */
+}
+
 int main(void)
 {
+    test_http_status_parse();
+    test_grpc_status_parse();
     test_hop_by_hop_set();
     test_name_valid();
     test_value_valid();
