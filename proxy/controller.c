@@ -237,11 +237,7 @@ static void log_events(const entry_t *e, size_t n)
         cJSON_AddStringToObject(line, "msg", "canary");
         cJSON_AddStringToObject(line, "route", e->route);
         cJSON_AddItemToObject(line, "event", ev);
-        char *text = cJSON_PrintUnformatted(line);
-        cJSON_Delete(line);
-        if (text != NULL)
-            veer_log_raw(text, strlen(text));
-        free(text);
+        veer_log_json(line);
     }
 }
 
@@ -814,6 +810,41 @@ cJSON *veer_controller_summary(const veer_controller_t *ctl, const char *route)
 
 /* ---- metrics ------------------------------------------------------------------ */
 
+/* A value of one side (the canary's or stable's window) of an analysis;
+ * false when that side had none. */
+typedef bool (*side_value_fn)(const veer_canary_analysis_t *a, bool canary, double *out);
+
+static bool success_ratio_of(const veer_canary_analysis_t *a, bool canary, double *out)
+{
+    double pct = canary ? a->canary_success : a->stable_success;
+    *out = pct / 100.0;
+    return pct >= 0;
+}
+
+static bool p99_seconds_of(const veer_canary_analysis_t *a, bool canary, double *out)
+{
+    const veer_canary_window_t *w = canary ? &a->canary : &a->stable;
+    *out = (double)w->p99_us / 1e6;
+    return w->requests > 0;
+}
+
+/* name{route,cluster} for both clusters of every run with an analysis. */
+static void write_side_samples(veer_prom_buf_t *b, const veer_controller_t *ctl, const char *name, side_value_fn fn)
+{
+    for (size_t i = 0; i < ctl->count; i++) {
+        const entry_t *e = ctl->entries[i];
+        if (e->run.phase == VEER_CANARY_IDLE || !e->run.has_analysis)
+            continue;
+        for (int side = 0; side < 2; side++) {
+            double v;
+            veer_prom_label_t l[] = {{"route", e->route},
+                                     {"cluster", side == 0 ? e->run.policy.canary : e->run.policy.stable}};
+            if (fn(&e->run.last_analysis, side == 0, &v))
+                veer_prom_sample_double(b, name, l, 2, v);
+        }
+    }
+}
+
 void veer_controller_write_metrics(const veer_controller_t *ctl, veer_prom_buf_t *b)
 {
     veer_prom_family(b, "veer_canary_weight", "gauge", "The canary's live weight in percent.");
@@ -840,32 +871,10 @@ void veer_controller_write_metrics(const veer_controller_t *ctl, veer_prom_buf_t
     }
     veer_prom_family(b, "veer_canary_success_ratio", "gauge",
                      "Success ratio of a cluster in the canary controller's last analysis.");
-    for (size_t i = 0; i < ctl->count; i++) {
-        const entry_t *e = ctl->entries[i];
-        const veer_canary_analysis_t *a = &e->run.last_analysis;
-        if (e->run.phase == VEER_CANARY_IDLE || !e->run.has_analysis)
-            continue;
-        veer_prom_label_t lc[] = {{"route", e->route}, {"cluster", e->run.policy.canary}};
-        veer_prom_label_t ls[] = {{"route", e->route}, {"cluster", e->run.policy.stable}};
-        if (a->canary_success >= 0)
-            veer_prom_sample_double(b, "veer_canary_success_ratio", lc, 2, a->canary_success / 100.0);
-        if (a->stable_success >= 0)
-            veer_prom_sample_double(b, "veer_canary_success_ratio", ls, 2, a->stable_success / 100.0);
-    }
+    write_side_samples(b, ctl, "veer_canary_success_ratio", success_ratio_of);
     veer_prom_family(b, "veer_canary_p99_seconds", "gauge",
                      "P99 request duration of a cluster in the canary controller's last analysis.");
-    for (size_t i = 0; i < ctl->count; i++) {
-        const entry_t *e = ctl->entries[i];
-        const veer_canary_analysis_t *a = &e->run.last_analysis;
-        if (e->run.phase == VEER_CANARY_IDLE || !e->run.has_analysis)
-            continue;
-        veer_prom_label_t lc[] = {{"route", e->route}, {"cluster", e->run.policy.canary}};
-        veer_prom_label_t ls[] = {{"route", e->route}, {"cluster", e->run.policy.stable}};
-        if (a->canary.requests > 0)
-            veer_prom_sample_double(b, "veer_canary_p99_seconds", lc, 2, (double)a->canary.p99_us / 1e6);
-        if (a->stable.requests > 0)
-            veer_prom_sample_double(b, "veer_canary_p99_seconds", ls, 2, (double)a->stable.p99_us / 1e6);
-    }
+    write_side_samples(b, ctl, "veer_canary_p99_seconds", p99_seconds_of);
     veer_prom_family(b, "veer_canary_webhooks_refused_total", "counter",
                      "Webhook calls refused because too many were in flight.");
     veer_prom_sample_u64(b, "veer_canary_webhooks_refused_total", NULL, 0, veer_webhooks_refused(ctl->hooks));

@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 static veer_log_level_t min_level = VEER_LOG_INFO;
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
@@ -71,6 +73,15 @@ void veer_log_raw(const char *json, size_t len)
     line[len] = '\n';
     ssize_t r = write(STDERR_FILENO, line, len + 1);
     (void)r;
+}
+
+void veer_log_json(struct cJSON *line)
+{
+    char *text = line != NULL ? cJSON_PrintUnformatted(line) : NULL;
+    cJSON_Delete(line);
+    if (text != NULL)
+        veer_log_raw(text, strlen(text));
+    cJSON_free(text);
 }
 
 void veer_log(veer_log_level_t level, const char *fmt, ...)

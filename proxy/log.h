@@ -12,6 +12,9 @@ void veer_log_set_level(veer_log_level_t level);
 void veer_log(veer_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Write an already formatted JSON object (no newline) as one line. */
 void veer_log_raw(const char *json, size_t len);
+/* Write a cJSON object as one line (veer_log_raw) and delete it; NULL: nothing. */
+struct cJSON;
+void veer_log_json(struct cJSON *line);
 /* Append s JSON-escaped (without quotes) to out; returns bytes written (truncates at cap). */
 size_t veer_json_escape(char *out, size_t cap, const char *s, size_t len);
 /* "2026-11-23T15:21:18.123Z" */

@@ -162,11 +162,7 @@ static void log_result(const peer_t *pe, const item_t *it, const char *result, c
     cJSON_AddNumberToObject(line, "attempts", pe->failures + 1.0);
     if (error != NULL)
         cJSON_AddStringToObject(line, "error", error);
-    char *text = cJSON_PrintUnformatted(line);
-    cJSON_Delete(line);
-    if (text != NULL)
-        veer_log_raw(text, strlen(text));
-    free(text);
+    veer_log_json(line);
 }
 
 static void arm(peer_t *pe, uint64_t ms)

@@ -247,6 +247,14 @@ static void publish_locked(veer_runtime_t *rt, veer_snapshot_t *snap)
         veer_snapshot_release(old);
 }
 
+/* The same, taking the lock. */
+static void publish(veer_runtime_t *rt, veer_snapshot_t *snap)
+{
+    pthread_mutex_lock(&rt->lock);
+    publish_locked(rt, snap);
+    pthread_mutex_unlock(&rt->lock);
+}
+
 static int file_split_into(veer_snapshot_t *snap, size_t r)
 {
     const veer_route_config_t *rc = &snap->config->routes[r];
@@ -416,9 +424,7 @@ static int set_weights(veer_runtime_t *rt, const char *route, const char *const 
     }
     if (new_generation)
         *new_generation = snap->generation;
-    pthread_mutex_lock(&rt->lock);
-    publish_locked(rt, snap);
-    pthread_mutex_unlock(&rt->lock);
+    publish(rt, snap);
     snap = NULL;
     rc = VEER_RT_OK;
 out:
@@ -465,9 +471,7 @@ int veer_runtime_set_ab(veer_runtime_t *rt, const char *route, const char *clust
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    pthread_mutex_lock(&rt->lock);
-    publish_locked(rt, snap);
-    pthread_mutex_unlock(&rt->lock);
+    publish(rt, snap);
     snap = NULL;
     rc = VEER_RT_OK;
 out:
@@ -498,9 +502,7 @@ int veer_runtime_set_mirror(veer_runtime_t *rt, const char *route, const char *c
         goto out;
     }
     snap->routes[r].mirror = c + 1;
-    pthread_mutex_lock(&rt->lock);
-    publish_locked(rt, snap);
-    pthread_mutex_unlock(&rt->lock);
+    publish(rt, snap);
     rc = VEER_RT_OK;
 out:
     veer_snapshot_release(cur);
@@ -626,9 +628,7 @@ int veer_runtime_reload(veer_runtime_t *rt, veer_config_t *cfg, veer_tls_set_t *
         snapshot_free(snap);
         return -1;
     }
-    pthread_mutex_lock(&rt->lock);
-    publish_locked(rt, snap);
-    pthread_mutex_unlock(&rt->lock);
+    publish(rt, snap);
     return 0;
 }
 
